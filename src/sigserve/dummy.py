@@ -1,0 +1,104 @@
+"""Dummy loads: the real architecture with random weights and a stand-in tokenizer, for benchmarks
+and load tests on machines that cannot reach the hub.
+
+The random checkpoint is written once to a cache folder in the hub layout and then loaded like any
+other, memory-mapped: a dummy load has the same code path and the same memory profile as a real one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+import torch
+
+from sigserve.config import ModelConfig
+from sigserve.errors import ModelLoadError
+from sigserve.model import Siglip2
+from sigserve.weights import DTYPE_NAMES, Checkpoint
+
+DUMMY_MARKER = "SIGSERVE_DUMMY"
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0..4
+
+
+def cache_root() -> Path:
+    base = os.environ.get("SIGSERVE_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "sigserve")
+    return Path(base).expanduser()
+
+
+def dummy_checkpoint(model: str, seed: int = 0) -> Checkpoint:
+    """A random checkpoint with the config of `model` when it is a local folder, else the SigLIP 2
+    base config (which is what the hub's config.json resolves to)."""
+    local = Path(model).expanduser()
+    config = ModelConfig.from_file(local / "config.json") if (local / "config.json").is_file() else ModelConfig()
+    key = hashlib.sha256(json.dumps([config.to_dict(), seed], sort_keys=True).encode()).hexdigest()[:12]
+    folder = cache_root() / "dummy" / key
+    if not (folder / DUMMY_MARKER).is_file():
+        _write(folder, config, seed)
+    ckpt = Checkpoint(folder, "dummy", str(model))
+    return ckpt
+
+
+def _write(folder: Path, config: ModelConfig, seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"model.safetensors.tmp{os.getpid()}"
+    try:
+        write_random_safetensors(tmp, config, seed)
+        tmp.replace(folder / "model.safetensors")
+        raw = {"architectures": ["Siglip2Model"], "model_type": "siglip2", **config.to_dict()}
+        (folder / "config.json").write_text(json.dumps(raw, indent=2))
+        (folder / "tokenizer.json").write_text(stand_in_tokenizer_json())
+        (folder / DUMMY_MARKER).write_text("random weights, stand-in tokenizer: not a real model\n")
+    except OSError as exc:
+        raise ModelLoadError(f"cannot write the dummy checkpoint to {folder}: {exc} (set SIGSERVE_CACHE)") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _random_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    if name == "logit_scale":
+        return torch.full(shape, math.log(10.0))  # SigLIP's training init: t' = log 10, b = -10
+    if name == "logit_bias":
+        return torch.full(shape, -10.0)
+    if "norm" in name:  # LayerNorms: near identity, so activations stay in a realistic range
+        return (1.0 if name.endswith("weight") else 0.0) + 0.02 * torch.randn(shape, generator=gen)
+    return 0.02 * torch.randn(shape, generator=gen)
+
+
+def write_random_safetensors(path: Path, config: ModelConfig, seed: int) -> None:
+    """Stream random tensors to a safetensors file one at a time (never the whole model in memory)."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in Siglip2(config).state_dict().items()}
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape) * 4
+        header[name] = {"dtype": DTYPE_NAMES[torch.float32], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)  # keep tensor data 8-byte aligned
+    gen = torch.Generator().manual_seed(seed)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for name, shape in shapes.items():
+            f.write(_random_tensor(name, shape, gen).numpy().tobytes())
+
+
+def stand_in_tokenizer_json() -> str:
+    """A byte-level tokenizer with Gemma's special ids: every text maps to its UTF-8 bytes."""
+    from tokenizers import Tokenizer, normalizers
+    from tokenizers.models import BPE
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    vocab.update({f"<0x{b:02X}>": len(SPECIAL_TOKENS) + b for b in range(256)})
+    tok = Tokenizer(BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    return tok.to_str()
+
+
+def is_dummy(folder: Path) -> bool:
+    return (Path(folder) / DUMMY_MARKER).is_file()

@@ -1,0 +1,116 @@
+"""The evaluation loop: embed (through the cache), score, and make clip_benchmark records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .backends import Backend
+from .cache import EmbeddingCache, image_key
+from .datasets import ClassificationData, RetrievalData
+from .metrics import class_embeddings, retrieval_metrics, zeroshot_metrics
+from .templates import prompts_for
+
+ZEROSHOT_TASK = "zeroshot_classification"
+RETRIEVAL_TASK = "zeroshot_retrieval"
+
+
+@dataclass
+class Stats:
+    images_embedded: int = 0
+    images_cached: int = 0
+    texts_embedded: int = 0
+    texts_cached: int = 0
+
+
+class Embedder:
+    """Embeddings by way of the cache: only the missing rows go to the backend, batch by batch,
+    and each batch is stored before the next one starts (so a killed run resumes)."""
+
+    def __init__(self, backend: Backend, cache: EmbeddingCache, batch_size: int = 32, progress: bool = True):
+        self.backend, self.cache = backend, cache
+        self.batch_size, self.progress = max(1, batch_size), progress
+        self.stats = Stats()
+
+    def _fill(self, keys: list[str], found: dict, embed, store, desc: str) -> tuple[np.ndarray, int]:
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        with tqdm(total=len(missing), desc=desc, unit="item", disable=not self.progress or not missing) as bar:
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start : start + self.batch_size]
+                vecs = embed(chunk)
+                store(chunk, vecs)
+                found.update(zip(chunk, vecs))
+                bar.update(len(chunk))
+        return np.stack([found[k] for k in keys]).astype(np.float32), len(missing)
+
+    def images(self, paths: list[Path], max_num_patches: int) -> np.ndarray:
+        keys = [image_key(p) for p in paths]
+        path_of = dict(zip(keys, paths))
+        found = self.cache.get_images(keys, max_num_patches)
+        out, n_new = self._fill(
+            keys, found,
+            lambda ks: self.backend.embed_images([path_of[k] for k in ks], max_num_patches),
+            lambda ks, v: self.cache.put_images(ks, max_num_patches, v),
+            f"images @{max_num_patches}",
+        )
+        self.stats.images_embedded += n_new
+        self.stats.images_cached += len(set(keys)) - n_new
+        return out
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        found = self.cache.get_texts(texts)
+        out, n_new = self._fill(texts, found, self.backend.embed_texts, self.cache.put_texts, "texts")
+        self.stats.texts_embedded += n_new
+        self.stats.texts_cached += len(set(texts)) - n_new
+        return out
+
+
+def make_record(backend: Backend, dataset: str, task: str, metrics: dict, language: str,
+                max_num_patches: int, details: dict) -> dict:
+    """One clip_benchmark result record, plus `max_num_patches` and a `sigserve` details block."""
+    return {
+        "dataset": dataset,
+        "model": backend.model_name,
+        "pretrained": backend.pretrained,
+        "task": task,
+        "metrics": metrics,
+        "language": language,
+        "max_num_patches": max_num_patches,
+        "sigserve": details,
+    }
+
+
+def zeroshot_classifier(embedder: Embedder, classnames: list[str], templates: list[str]) -> np.ndarray:
+    prompts = [p for c in classnames for p in prompts_for(c, templates)]
+    emb = embedder.texts(prompts)
+    return class_embeddings(emb.reshape(len(classnames), len(templates), -1))
+
+
+def run_zeroshot(embedder: Embedder, data: ClassificationData, templates: list[str],
+                 lengths: list[int], dataset: str | None = None) -> list[dict]:
+    classifier = zeroshot_classifier(embedder, data.classnames, templates)
+    details = {"num_images": len(data.paths), "num_classes": len(data.classnames), "num_templates": len(templates)}
+    records = []
+    for n in lengths:
+        scores = embedder.images(data.paths, n) @ classifier.T
+        metrics = zeroshot_metrics(scores, data.labels)
+        records.append(make_record(embedder.backend, dataset or data.name, ZEROSHOT_TASK, metrics, "en", n, details))
+    return records
+
+
+def run_retrieval(embedder: Embedder, data: RetrievalData, lengths: list[int],
+                  dataset: str | None = None) -> list[dict]:
+    texts = embedder.texts(data.captions)
+    records = []
+    for n in lengths:
+        images = embedder.images(data.image_paths, n)
+        for lang in data.languages():
+            img_idx, cap_idx = data.for_language(lang)
+            owner = np.searchsorted(img_idx, data.caption_image[cap_idx])
+            metrics = retrieval_metrics(images[img_idx], texts[cap_idx], owner)
+            details = {"num_images": int(len(img_idx)), "num_texts": int(len(cap_idx))}
+            records.append(make_record(embedder.backend, dataset or data.name, RETRIEVAL_TASK, metrics, lang, n, details))
+    return records

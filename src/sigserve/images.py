@@ -1,0 +1,169 @@
+"""NaFlex image preprocessing: decode, convert to RGB, resize keeping the aspect ratio, patchify.
+
+Faithful to transformers' PIL image processor (Siglip2ImageProcessorPil), the project's oracle:
+uint8 RGB -> PIL BILINEAR resize (antialiased) to the size found by the NaFlex search -> x/255,
+then (x - 0.5) / 0.5 in float32 -> 16x16 patches in raster order, channels-last inside a patch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from sigserve.errors import ImageDecodeError, ImageTooLargeError, InvalidArgumentError
+
+PATCH_SIZE = 16
+MIN_PATCHES, MAX_PATCHES, TRAINED_MAX_PATCHES = 16, 4096, 1024
+DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard; about 8000x8000
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+# uint8 -> normalised float32, computed exactly as the oracle does: float64 rescale, cast, normalise.
+_LUT = ((np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)
+
+
+@dataclass
+class Patches:
+    pixels: np.ndarray  # (rows*cols, 3*16*16) float32, raster order
+    rows: int
+    cols: int
+
+    @property
+    def num_patches(self) -> int:
+        return self.rows * self.cols
+
+
+def check_max_num_patches(max_num_patches: int) -> int:
+    if isinstance(max_num_patches, bool) or not isinstance(max_num_patches, (int, np.integer)):
+        raise InvalidArgumentError(f"max_num_patches must be an integer, got {max_num_patches!r}", "max_num_patches")
+    if not MIN_PATCHES <= max_num_patches <= MAX_PATCHES:
+        raise InvalidArgumentError(
+            f"max_num_patches must be between {MIN_PATCHES} and {MAX_PATCHES} (the model was trained up to "
+            f"{TRAINED_MAX_PATCHES}), got {max_num_patches}", "max_num_patches")
+    return int(max_num_patches)
+
+
+def naflex_size(height: int, width: int, max_num_patches: int, patch: int = PATCH_SIZE, eps: float = 1e-5) -> tuple[int, int]:
+    """Target (height, width) in pixels, multiples of `patch`, with at most max_num_patches patches.
+    One scale for both axes, found by bisection; each side rounded up separately (at least 1 patch)."""
+
+    def side(scale: float, n: int) -> int:
+        return max(patch, patch * math.ceil(n * scale / patch))
+
+    lo, hi = eps / 10, 100.0
+    while hi - lo >= eps:
+        mid = (lo + hi) / 2
+        if (side(mid, height) / patch) * (side(mid, width) / patch) <= max_num_patches:
+            lo = mid
+        else:
+            hi = mid
+    return side(lo, height), side(lo, width)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def open_image(item, index: int | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               exif_transpose: bool = True) -> Image.Image:
+    """A path, bytes, PIL image or (H, W[, 3|4]) uint8 array -> a decoded RGB PIL image.
+    Raises ImageDecodeError / ImageTooLargeError naming `index`."""
+    image = _open(item, index)
+    if image.width * image.height > max_pixels:
+        raise ImageTooLargeError(index, f"image has {image.width}x{image.height} pixels, more than the limit of {max_pixels}")
+    try:
+        image.load()  # decode now, so that truncated or corrupt data fails here, with its index
+        if exif_transpose:
+            image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(index, str(exc)) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(index, f"cannot decode image: {exc}") from exc
+
+
+def _open(item, index: int | None) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, np.ndarray):
+        return _from_array(item, index)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        if len(item) == 0:
+            raise ImageDecodeError(index, "empty image data")
+        source = io.BytesIO(bytes(item))
+    elif isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        if not path.is_file():
+            raise ImageDecodeError(index, f"no such file: {item}")
+        if path.stat().st_size == 0:
+            raise ImageDecodeError(index, f"empty file: {item}")
+        source = path
+    else:
+        raise ImageDecodeError(index, f"expected a path, bytes, PIL image or numpy array, got {type(item).__name__}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
+            return Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(index, str(exc)) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(index, f"not a readable image: {exc}") from exc
+
+
+def _from_array(a: np.ndarray, index: int | None) -> Image.Image:
+    if a.dtype != np.uint8:
+        raise ImageDecodeError(index, f"numpy images must be uint8, got {a.dtype}")
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
+        if a.size == 0:
+            raise ImageDecodeError(index, "empty image array")
+        return Image.fromarray(a[:, :, 0] if a.ndim == 3 and a.shape[2] == 1 else np.ascontiguousarray(a))
+    raise ImageDecodeError(index, f"numpy images must be (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """As transformers' convert_to_rgb: transparency is composited onto white. One deliberate
+    difference: 16-bit images are scaled to 8 bits (PIL's own conversion clips them to white)."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        a = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8))
+    if image.mode == "RGB":
+        return image
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+# ---------------------------------------------------------------------------------------------
+# Patches
+
+
+def to_patches(image: Image.Image, max_num_patches: int = 256, patch: int = PATCH_SIZE) -> Patches:
+    """An RGB image -> its NaFlex patches (no padding: batching pads)."""
+    height, width = naflex_size(image.height, image.width, max_num_patches, patch)
+    resized = np.asarray(image.resize((width, height), Image.BILINEAR))  # (H, W, 3) uint8
+    rows, cols = height // patch, width // patch
+    x = _LUT[resized]  # (H, W, 3) float32 in [-1, 1]
+    x = x.reshape(rows, patch, cols, patch, 3).transpose(0, 2, 1, 3, 4)  # (rows, cols, py, px, c)
+    return Patches(np.ascontiguousarray(x.reshape(rows * cols, patch * patch * 3)), rows, cols)
+
+
+def pack(patches: list[Patches], length: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch images of different grids: zero-pad to `length` (default: the longest in the batch).
+    -> pixel_values (B, N, P) float32, attention_mask (B, N) int32, spatial_shapes (B, 2) int64."""
+    N = length or max(p.num_patches for p in patches)
+    B, P = len(patches), patches[0].pixels.shape[1]
+    pixel_values = np.zeros((B, N, P), dtype=np.float32)
+    mask = np.zeros((B, N), dtype=np.int32)
+    for b, p in enumerate(patches):
+        pixel_values[b, : p.num_patches] = p.pixels
+        mask[b, : p.num_patches] = 1
+    shapes = np.array([[p.rows, p.cols] for p in patches], dtype=np.int64)
+    return pixel_values, mask, shapes

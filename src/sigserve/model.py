@@ -1,0 +1,214 @@
+"""SigLIP 2 NaFlex in one file: the vision tower, the text tower and the scoring parameters.
+
+Module names mirror the checkpoint's keys (`vision_model.encoder.layers.3.self_attn.q_proj.weight`),
+so loading is a near-identity mapping (see weights.py). Layers come in dependency order.
+Shapes: B batch, N patches (padded), T text tokens (64), D width, H heads, G position-grid side (16).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sigserve.config import ModelConfig, TextConfig, TowerConfig, VisionConfig
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        B, N, D = x.shape
+        heads = lambda t: t.view(B, N, self.num_heads, -1).transpose(1, 2)  # (B, H, N, D/H)
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        # key_mask (B, 1, 1, N) bool: padding patches are never attended to; text has no mask.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        return self.out_proj(y.transpose(1, 2).reshape(B, N, D))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer block, shared by both towers."""
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.self_attn = SelfAttention(cfg)
+        self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x), key_mask)
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, key_mask)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision tower
+
+
+def resize_weights(grid: int, size: int) -> torch.Tensor:
+    """(size, grid) weights of an antialiased bilinear resize of `grid` samples to `size`
+    (half-pixel centres), i.e. F.interpolate(mode="bilinear", align_corners=False, antialias=True)
+    along one axis. Written out so that it also runs in exported graphs."""
+    scale = grid / size
+    support = max(scale, 1.0)  # widened triangle when shrinking: that is the antialiasing
+    center = (torch.arange(size, dtype=torch.float32) + 0.5) * scale - 0.5
+    source = torch.arange(grid, dtype=torch.float32)
+    w = (1 - (source[None, :] - center[:, None]).abs() / support).clamp(min=0)
+    return w / w.sum(-1, keepdim=True)
+
+
+def resize_position_grid(table: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The learned (G*G, D) position table, seen as a (G, G) grid, resized to (rows, cols) -> (rows*cols, D)."""
+    G = int(round(table.shape[0] ** 0.5))
+    wy, wx = resize_weights(G, rows), resize_weights(G, cols)  # (rows, G), (cols, G)
+    # Separable and linear: out[r, c] = sum_ij wy[r, i] wx[c, j] P[i, j]; one matmul over all G*G cells.
+    w = (wy[:, None, :, None] * wx[None, :, None, :]).reshape(rows * cols, G * G)
+    return (w.to(table.device) @ table.float()).to(table.dtype)
+
+
+class VisionEmbeddings(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.patch_embedding = nn.Linear(cfg.patch_dim, cfg.hidden_size)
+        self.position_embedding = nn.Embedding(cfg.num_patches, cfg.hidden_size)
+
+    def positions(self, spatial_shapes: torch.Tensor, N: int) -> torch.Tensor:
+        """(B, N, D) per-image position embeddings, zero on padding rows (they are masked anyway)."""
+        table = self.position_embedding.weight
+        out = table.new_zeros(len(spatial_shapes), N, table.shape[1])
+        for b, (rows, cols) in enumerate(spatial_shapes.tolist()):
+            out[b, : rows * cols] = resize_position_grid(table, rows, cols)
+        return out
+
+    def forward(self, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor) -> torch.Tensor:
+        # pixel_values (B, N, C*P*P) already patchified; spatial_shapes (B, 2) = (rows, cols) in patches
+        x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (B, N, D)
+        return x + self.positions(spatial_shapes, x.shape[1])
+
+
+class PoolingAttention(nn.Module):
+    """Named after torch.nn.MultiheadAttention's parameters, which the checkpoint stores."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * cfg.hidden_size, cfg.hidden_size))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * cfg.hidden_size))
+        self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, query: torch.Tensor, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        wq, wk, wv = self.in_proj_weight.chunk(3)
+        bq, bk, bv = self.in_proj_bias.chunk(3)
+        heads = lambda t: t.view(B, t.shape[1], self.num_heads, -1).transpose(1, 2)  # (B, H, L, D/H)
+        q = heads(F.linear(query, wq, bq))  # (B, H, 1, D/H)
+        k, v = heads(F.linear(x, wk, bk)), heads(F.linear(x, wv, bv))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (B, H, 1, D/H)
+        return self.out_proj(y.transpose(1, 2).reshape(B, 1, D))
+
+
+class MAPHead(nn.Module):
+    """Multihead attention pooling: one learned probe attends over the valid patches."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.probe = nn.Parameter(torch.empty(1, 1, cfg.hidden_size))
+        self.attention = PoolingAttention(cfg)
+        self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        h = self.attention(self.probe.expand(x.shape[0], -1, -1), x, key_mask)  # (B, 1, D)
+        h = h + self.mlp(self.layernorm(h))  # no LayerNorm before the attention: x is post-LN already
+        return h[:, 0]  # (B, D)
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.embeddings = VisionEmbeddings(cfg)
+        self.encoder = Encoder(cfg)
+        self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.head = MAPHead(cfg)
+
+    def forward(self, pixel_values: torch.Tensor, attention_mask: torch.Tensor, spatial_shapes: torch.Tensor):
+        """-> (pooled (B, D), last_hidden_state (B, N, D)); rows beyond each image's grid are padding."""
+        key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
+        x = self.embeddings(pixel_values, spatial_shapes)
+        x = self.post_layernorm(self.encoder(x, key_mask))
+        return self.head(x, key_mask), x
+
+
+# ---------------------------------------------------------------------------------------------
+# Text tower
+
+
+class TextEmbeddings(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embedding = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        T = input_ids.shape[1]
+        return self.token_embedding(input_ids) + self.position_embedding.weight[:T]  # (B, T, D)
+
+
+class TextTransformer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.embeddings = TextEmbeddings(cfg)
+        self.encoder = Encoder(cfg)
+        self.final_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.head = nn.Linear(cfg.hidden_size, cfg.embed_dim)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, 64) right-padded with 0 -> pooled (B, D). No attention mask, as in training:
+        the pooled token is the LAST position, usually a <pad>, and it sees the whole sequence."""
+        x = self.encoder(self.embeddings(input_ids))
+        return self.head(self.final_layer_norm(x[:, -1]))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Siglip2(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.vision_model = VisionTransformer(cfg.vision)
+        self.text_model = TextTransformer(cfg.text)
+        self.logit_scale = nn.Parameter(torch.zeros(1))  # temperature = exp(logit_scale)
+        self.logit_bias = nn.Parameter(torch.zeros(1))
+
+    def probabilities(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Independent sigmoid per (image, text) pair from L2-normalised embeddings: (n_img, n_txt)."""
+        logits = image_embeds @ text_embeds.T * self.logit_scale.exp() + self.logit_bias
+        return torch.sigmoid(logits)

@@ -1,0 +1,208 @@
+"""The library's front door: `sigserve.load(...)` returns a Pipeline, which turns images and texts
+into embeddings, probabilities, labels and patch grids. It owns preprocessing, tokenization,
+batching and scoring; the numeric work is the backend's."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sigserve.backends import create_backend
+from sigserve.dummy import dummy_checkpoint
+from sigserve.errors import InvalidArgumentError
+from sigserve.images import DEFAULT_MAX_PIXELS, Patches, check_max_num_patches, open_image, pack, to_patches
+from sigserve.model import Siglip2
+from sigserve.scoring import l2_normalize, sigmoid_probabilities
+from sigserve.tokenizer import TextTokenizer, TokenBatch
+from sigserve.weights import Checkpoint, resolve
+
+DEFAULT_TEMPLATE = "This is a photo of {}."
+
+
+def load(model: str | os.PathLike = "google/siglip2-base-patch16-naflex", *, dummy: bool = False,
+         backend: str = "torch", precision: str = "fp32", device: str = "cpu", revision: str | None = None,
+         cache_dir: str | None = None, max_image_pixels: int = DEFAULT_MAX_PIXELS, exif_transpose: bool = True,
+         text_cache_size: int = 4096) -> "Pipeline":
+    """Load SigLIP 2 NaFlex from a local folder, the HF cache or the hub (downloaded once).
+    `dummy=True` keeps the architecture (from the folder's config.json, else the base model's) with
+    random weights and a stand-in tokenizer: for benchmarks and load tests, never for real answers."""
+    checkpoint = dummy_checkpoint(str(model)) if dummy else resolve(model, revision, cache_dir)
+    engine = create_backend(backend, checkpoint, precision=precision, device=device)
+    return Pipeline(checkpoint, engine, max_image_pixels=max_image_pixels, exif_transpose=exif_transpose,
+                    text_cache_size=text_cache_size)
+
+
+class Pipeline:
+    def __init__(self, checkpoint: Checkpoint, backend, *, max_image_pixels: int = DEFAULT_MAX_PIXELS,
+                 exif_transpose: bool = True, text_cache_size: int = 4096):
+        self.checkpoint = checkpoint
+        self.backend = backend
+        self.config = checkpoint.config
+        self.tokenizer = TextTokenizer(checkpoint.tokenizer_file, self.config.text.max_position_embeddings)
+        self.max_image_pixels = max_image_pixels
+        self.exif_transpose = exif_transpose
+        self.embedding_dim = self.config.vision.hidden_size
+        self.dummy = checkpoint.source == "dummy"
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache_size = text_cache_size
+        self._text_cache_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        flag = ", DUMMY (random weights)" if self.dummy else ""
+        return f"<sigserve.Pipeline {self.checkpoint.model_id} [{self.backend.name}/{self.backend.precision}]{flag}>"
+
+    # -- low level: the engine and the server drive these ------------------------------------
+
+    def load_image(self, item, index: int | None = None):
+        """Decode one item with this pipeline's limits (the caller then calls to_patches)."""
+        return open_image(item, index, max_pixels=self.max_image_pixels, exif_transpose=self.exif_transpose)
+
+    def preprocess(self, item, index: int | None = None, max_num_patches: int = 256) -> Patches:
+        return to_patches(self.load_image(item, index), max_num_patches, self.config.vision.patch_size)
+
+    def encode_patches(self, patches: list[Patches], with_features: bool = False):
+        """Raw pooled embeddings (B, D) and, if asked, each image's (rows, cols, D) feature grid."""
+        pooled, hidden = self.backend.encode_images(*pack(patches), with_features=with_features)
+        if not with_features:
+            return pooled, None
+        grids = [hidden[b, : p.num_patches].reshape(p.rows, p.cols, -1) for b, p in enumerate(patches)]
+        return pooled, grids
+
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        return self.tokenizer(list(texts))
+
+    def encode_token_ids(self, ids: np.ndarray) -> np.ndarray:
+        return self.backend.encode_texts(ids)
+
+    def probabilities(self, image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
+        return sigmoid_probabilities(image_embeds, text_embeds, self.backend.logit_scale, self.backend.logit_bias)
+
+    # -- high level ---------------------------------------------------------------------------
+
+    def embed_images(self, images: Iterable, max_num_patches: int = 256, normalize: bool = True,
+                     batch_size: int = 8, progress: bool = False) -> np.ndarray:
+        """(N, D) image embeddings, L2-normalised unless normalize=False (then the raw pooled output)."""
+        pooled = [p for p, _ in self._image_batches(images, max_num_patches, batch_size, progress, False)]
+        out = np.concatenate(pooled) if pooled else np.zeros((0, self.embedding_dim), np.float32)
+        return l2_normalize(out) if normalize else out
+
+    def patch_features(self, images: Iterable, max_num_patches: int = 256, batch_size: int = 8,
+                       progress: bool = False) -> list[np.ndarray]:
+        """Per image its (rows, cols, D) dense features (last hidden state after the final LayerNorm,
+        padding removed), rows x cols being the image's NaFlex grid."""
+        grids: list[np.ndarray] = []
+        for _, g in self._image_batches(images, max_num_patches, batch_size, progress, True):
+            grids.extend(g)
+        return grids
+
+    def embed_texts(self, texts: Sequence[str], normalize: bool = True, batch_size: int = 64,
+                    progress: bool = False) -> np.ndarray:
+        texts = _as_list(texts, "texts")
+        _check_batch_size(batch_size)
+        tokens = self.tokenize(texts)  # validates every item before any work
+        out = [self.encode_token_ids(tokens.ids[i: i + batch_size])
+               for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="texts", unit="batch")]
+        out = np.concatenate(out) if out else np.zeros((0, self.embedding_dim), np.float32)
+        return l2_normalize(out) if normalize else out
+
+    def score(self, images: Iterable, texts: Sequence[str], max_num_patches: int = 256) -> np.ndarray:
+        """(n_img, n_txt) independent sigmoid probabilities that image i matches text j."""
+        return self.probabilities(self.embed_images(images, max_num_patches), self.embed_texts(texts))
+
+    def classify(self, images: Iterable, labels: Sequence[str], templates: Sequence[str] | None = None,
+                 top_k: int | None = None, max_num_patches: int = 256) -> list[list[tuple[str, float]]]:
+        """Zero-shot labels per image, best first, with SigLIP's sigmoid probabilities. Each is an
+        independent yes/no probability: they do not sum to 1 (several labels can be likely, or none)."""
+        labels = _as_list(labels, "labels")
+        if not labels:
+            raise InvalidArgumentError("labels must not be empty", "labels")
+        probs = self.probabilities(self.embed_images(images, max_num_patches), self.label_embeddings(labels, templates))
+        k = len(labels) if top_k is None else max(0, min(int(top_k), len(labels)))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [[(labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+    def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
+        """(L, D): per label the mean of its L2-normalised prompt embeddings, re-normalised."""
+        templates = list(templates) if templates else [DEFAULT_TEMPLATE]
+        for i, t in enumerate(templates):
+            if not isinstance(t, str) or "{}" not in t:
+                raise InvalidArgumentError(f"templates[{i}] must be a string containing '{{}}'", "templates")
+        prompts = [t.replace("{}", str(label)) for label in labels for t in templates]
+        emb = self.cached_text_embeddings(prompts).reshape(len(labels), len(templates), -1)
+        return l2_normalize(emb.mean(axis=1))
+
+    def cached_text_embeddings(self, texts: list[str]) -> np.ndarray:
+        """Normalised text embeddings through a bounded LRU cache (fixed label sets cost nothing)."""
+        with self._text_cache_lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        if missing:
+            fresh = self.embed_texts(missing)
+            with self._text_cache_lock:
+                for t, e in zip(missing, fresh):
+                    self._text_cache[t] = e
+                while len(self._text_cache) > self._text_cache_size:
+                    self._text_cache.popitem(last=False)
+        with self._text_cache_lock:
+            out = []
+            for t in texts:
+                if t in self._text_cache:
+                    self._text_cache.move_to_end(t)
+                    out.append(self._text_cache[t])
+                else:  # evicted meanwhile by a cache smaller than this call
+                    out.append(self.embed_texts([t])[0])
+        return np.stack(out) if out else np.zeros((0, self.embedding_dim), np.float32)
+
+    def describe(self) -> dict:
+        with torch.device("meta"):
+            counts = _parameter_counts(Siglip2(self.config))
+        return {
+            "model": self.checkpoint.model_id,
+            "source": self.checkpoint.source,
+            "path": str(self.checkpoint.path),
+            "dummy": self.dummy,
+            "embedding_dim": self.embedding_dim,
+            "parameters": counts,
+            "config": self.config.to_dict(),
+            "logit_scale": self.backend.logit_scale,
+            "logit_bias": self.backend.logit_bias,
+            **self.backend.describe(),
+        }
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _image_batches(self, images, max_num_patches, batch_size, progress, with_features):
+        check_max_num_patches(max_num_patches)
+        _check_batch_size(batch_size)
+        items = _as_list(images, "images")
+        bar = tqdm(total=len(items), disable=not progress, desc="images", unit="img")
+        try:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start: start + batch_size]
+                patches = [self.preprocess(item, start + i, max_num_patches) for i, item in enumerate(chunk)]
+                yield self.encode_patches(patches, with_features)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+
+def _as_list(items, name: str) -> list:
+    if isinstance(items, (str, bytes, np.ndarray)) or not isinstance(items, Iterable):
+        raise InvalidArgumentError(f"{name} must be a list (wrap a single item in a list)", name)
+    return list(items)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}", "batch_size")
+
+
+def _parameter_counts(model: Siglip2) -> dict[str, int]:
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    return {"total": count(model), "vision": count(model.vision_model), "text": count(model.text_model),
+            "text_token_embedding": model.text_model.embeddings.token_embedding.weight.numel()}

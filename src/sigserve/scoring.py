@@ -1,0 +1,17 @@
+"""Normalisation and SigLIP's calibrated sigmoid scores, in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def sigmoid_probabilities(image_embeds: np.ndarray, text_embeds: np.ndarray, logit_scale: float,
+                          logit_bias: float) -> np.ndarray:
+    """p(image i matches text j) = sigmoid(exp(t) * cos + b): independent per pair, NOT a softmax,
+    so a row does not sum to 1. Inputs must be L2-normalised. -> (n_img, n_txt) float32."""
+    logits = (image_embeds @ text_embeds.T).astype(np.float32) * np.float32(np.exp(logit_scale)) + np.float32(logit_bias)
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)

@@ -1,0 +1,1 @@
+"""HTTP server: app factory, routes and the parts it wires together."""

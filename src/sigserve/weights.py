@@ -1,0 +1,171 @@
+"""Finding a checkpoint and putting its tensors into the model without copying them.
+
+A checkpoint is a folder in the Hugging Face hub layout: config.json, model.safetensors (or a sharded
+index), tokenizer.json, preprocessor_config.json. It comes from a local folder, the HF cache, or a hub
+download. Tensors are memory-mapped copy-on-write: the file's pages are the model's weights, read
+only where used (most of the 256000-row token embedding is never touched) and never held twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sigserve.config import ModelConfig
+from sigserve.errors import ModelLoadError
+from sigserve.model import Siglip2
+
+HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
+             "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json"]
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+IGNORED_KEYS = ("position_ids",)  # non-persistent buffers that some exporters still write
+
+
+@dataclass
+class Checkpoint:
+    """A resolved checkpoint folder and where it came from."""
+
+    path: Path
+    source: str  # "local", "hf-cache", "hub" or "dummy"
+    model_id: str
+    config: ModelConfig = field(init=False)
+
+    def __post_init__(self):
+        self.config = ModelConfig.from_file(self.path / "config.json")
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    def fingerprint(self) -> str:
+        """Changes when the weights change: names, sizes and mtimes of the weight files."""
+        h = hashlib.sha256()
+        for f in sorted(self.path.glob("*.safetensors")):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+
+def resolve(model: str | os.PathLike, revision: str | None = None, cache_dir: str | None = None) -> Checkpoint:
+    """A local folder if `model` is one; else a hub id, taken from the HF cache or downloaded once."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        _require(path, "config.json")
+        return Checkpoint(path.resolve(), "local", str(model))
+    if path.exists() or str(model).startswith((".", "/")):
+        raise ModelLoadError(f"{model} is not a checkpoint folder (expected config.json, model.safetensors, tokenizer.json)")
+    return _from_hub(str(model), revision, cache_dir)
+
+
+def _from_hub(model_id: str, revision: str | None, cache_dir: str | None) -> Checkpoint:
+    from huggingface_hub import snapshot_download
+
+    kwargs = dict(repo_id=model_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES)
+    try:
+        return Checkpoint(Path(snapshot_download(local_files_only=True, **kwargs)), "hf-cache", model_id)
+    except Exception:  # not cached (or cache incomplete): fall through to a download
+        pass
+    try:
+        return Checkpoint(Path(snapshot_download(**kwargs)), "hub", model_id)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot fetch {model_id!r} from the Hugging Face hub and it is not in the local cache "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"If this machine is offline, download the model elsewhere and pass its folder instead, "
+            f"e.g. `sigserve.load('/models/siglip2-base-patch16-naflex')` or `--model /models/siglip2-base-patch16-naflex`; "
+            f"or use a dummy load (`dummy=True`, `--load-format dummy`) for tests and benchmarks."
+        ) from exc
+
+
+def _require(folder: Path, name: str) -> None:
+    if not (folder / name).is_file():
+        raise ModelLoadError(f"{folder} has no {name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# safetensors, memory-mapped
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """The safetensors JSON header and the byte offset where tensor data starts."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ModelLoadError(f"{path} is not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"{path} has a corrupt safetensors header") from exc
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def mmap_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of one file as a view into a private (copy-on-write) mapping of it."""
+    header, start = read_header(path)
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    tensors = {}
+    for name, meta in header.items():
+        dtype = SAFETENSORS_DTYPES.get(meta["dtype"])
+        if dtype is None:
+            raise ModelLoadError(f"{path.name}: tensor {name} has unsupported dtype {meta['dtype']}")
+        begin, end = meta["data_offsets"]
+        count = math.prod(meta["shape"])
+        if end - begin != count * dtype.itemsize or start + end > len(mm):
+            raise ModelLoadError(f"{path.name}: tensor {name} is truncated or its header is wrong")
+        t = torch.frombuffer(mm, dtype=dtype, count=count, offset=start + begin) if count else torch.empty(0, dtype=dtype)
+        tensors[name] = t.view(meta["shape"])
+    return tensors
+
+
+def weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [folder / s for s in shards]
+    _require(folder, "model.safetensors")
+    return [folder / "model.safetensors"]
+
+
+def load_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> Siglip2:
+    """Build the model on the meta device and assign the mapped tensors to it (no copy, no init)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for f in weight_files(ckpt.path):
+        tensors.update(mmap_safetensors(f))
+    with torch.device("meta"):
+        model = Siglip2(ckpt.config)
+    state = {k: v for k, v in tensors.items() if not k.endswith(IGNORED_KEYS)}
+    check_state(model, state)
+    state = {k: v if v.dtype == dtype else v.to(dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def check_state(model: Siglip2, state: dict[str, torch.Tensor]) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)}, model {expected[k]}"
+                 for k in sorted(set(expected) & set(state)) if tuple(state[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append("missing tensors: " + ", ".join(missing))
+    if unexpected:
+        problems.append("unexpected tensors: " + ", ".join(unexpected))
+    if misshaped:
+        problems.append("mis-shaped tensors: " + "; ".join(misshaped))
+    if problems:
+        raise ModelLoadError("checkpoint does not match the SigLIP 2 architecture in its config.json: " + " | ".join(problems))
