@@ -16,6 +16,7 @@ import numpy as np
 
 from sigserve.engine.errors import EngineUnavailableError, QueueFullError
 from sigserve.engine.worker import BatchObserver, InferenceWorker, Tower
+from sigserve.images import open_image, to_patches
 
 
 @dataclass(frozen=True)
@@ -103,13 +104,16 @@ class Engine:
     async def load_images(self, items: Sequence[Any], max_num_patches: int, indices: Sequence[int] | None = None) -> list:
         """Decode and patchify each item. Raises the InputError of the first bad item (by position),
         with `.index` set to its entry of `indices` (its position in the caller's request)."""
-        from sigserve.images import open_image, to_patches  # the library's preprocessing
+
 
         indices = list(indices) if indices is not None else list(range(len(items)))
 
+        exif = getattr(self.model, "exif_transpose", True)
+        patch = self.model.config.vision.patch_size
+
         def prepare(item: Any, index: int):
-            image = open_image(item, index=index, max_pixels=self.max_image_pixels)
-            return to_patches(image, max_num_patches=max_num_patches)
+            image = open_image(item, index, max_pixels=self.max_image_pixels, exif_transpose=exif)
+            return to_patches(image, max_num_patches, patch)
 
         loop = asyncio.get_running_loop()
         jobs = [loop.run_in_executor(self._pool, prepare, item, i) for item, i in zip(items, indices)]
@@ -126,6 +130,8 @@ class Engine:
     # -- inference (worker thread) ------------------------------------------------------------
 
     async def embed_texts(self, texts: Sequence[str]) -> TextResult:
+        if not texts:
+            return TextResult(self._empty(), [])
         tokens = await self.tokenize(texts)
         rows = await self._submit("text", list(tokens.ids))
         return TextResult(np.stack(rows) if rows else self._empty(), list(tokens.lengths))

@@ -4,9 +4,6 @@ an error can say `input[3]`."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence
 
@@ -52,34 +49,7 @@ def require_images(items: Sequence[Item], what: str) -> None:
 
 
 class ImageSource(Protocol):
-    """Resolves an image reference to its bytes (the fetch module when configured)."""
+    """Resolves an image reference (URL, data URI, base64) to bytes: server.fetch.ImageFetcher.
+    Raises sigserve.errors.ImageFetchError (an InputError) carrying `index`."""
 
-    async def load(self, reference: str, param: str) -> bytes: ...
-
-
-_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?),(?P<data>.*)$", re.S)
-
-
-class InlineImageSource:
-    """Data URIs and bare base64 only: the fallback when no fetcher for http(s) URLs is wired in."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-
-    async def load(self, reference: str, param: str) -> bytes:
-        ref = reference.strip()
-        if ref.startswith(("http://", "https://")):
-            raise APIError(400, f"{param}: fetching image URLs is not enabled on this server", param=param,
-                           code="url_fetch_disabled")
-        m = _DATA_URI.match(ref) if ref.startswith("data:") else None
-        if ref.startswith("data:") and not (m and ";base64" in m.group("params")):
-            raise APIError(400, f"{param}: only base64 data URIs are accepted", param=param, code="invalid_image")
-        data = m.group("data") if m else ref
-        try:
-            raw = base64.b64decode(re.sub(r"\s+", "", data), validate=True)
-        except (binascii.Error, ValueError):
-            raise APIError(400, f"{param}: not an http(s) URL, a data URI or valid base64", param=param,
-                           code="invalid_image") from None
-        if len(raw) > self.max_bytes:
-            raise APIError(413, f"{param}: image larger than {self.max_bytes} bytes", param=param, code="image_too_large")
-        return raw
+    async def fetch(self, ref: str, index: int | None = None) -> bytes: ...

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sigserve.engine import EngineConfig
+from sigserve.server.keys import default_data_dir
 
 
 class Settings(BaseSettings):
@@ -29,10 +30,17 @@ class Settings(BaseSettings):
 
     # -- access, metering (keys.py / usage.py / ratelimit.py when configured) -------------------
     api_key: SecretStr | None = Field(None, description="one static bearer key; none and no database: open access")
-    data_dir: Path = Field(Path("~/.local/share/sigserve"), description="where the default SQLite database lives")
+    data_dir: Path = Field(default_factory=default_data_dir, description="where the default SQLite database lives")
     database_url: str | None = Field(None, description="SQLAlchemy URL for keys and usage (default: SQLite in data_dir)")
     price_per_1k_images: float = Field(0.0, ge=0, description="advertised in /v1/models and used for usage cost")
     price_per_1m_tokens: float = Field(0.0, ge=0)
+    default_rpm: int | None = Field(None, ge=0, description="requests per minute for keys without their own limit")
+    default_images_per_min: int | None = Field(None, ge=0, description="images per minute for keys without their own")
+
+    # -- image fetching (fetch.py) ----------------------------------------------------------------
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="per image, fetched or inline")
+    fetch_timeout_s: float = Field(10.0, gt=0)
+    allow_private_urls: bool = Field(False, description="let image URLs reach private networks (SSRF risk)")
 
     # -- engine -------------------------------------------------------------------------------
     max_batch_images: int = Field(8, ge=1)

@@ -1,0 +1,67 @@
+"""The app factory: `create_app(settings, model=None)`. Everything an app uses (engine, fetcher,
+keys, metrics registry) is built here or in its lifespan and hangs off `app.state`: no globals,
+so several apps can live in one process (tests do)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+import sigserve
+from sigserve.engine import Engine
+from sigserve.images import DEFAULT_MAX_PIXELS
+from sigserve.server import errors, routes
+from sigserve.server.access import Access
+from sigserve.server.fetch import ImageFetcher
+from sigserve.server.limits import BodyLimitMiddleware
+from sigserve.server.metrics import Metrics, RequestMetricsMiddleware
+from sigserve.server.serving import Serving
+from sigserve.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_model(settings: Settings) -> Any:
+    """The library model the settings describe (blocking: seconds to minutes)."""
+    return sigserve.load(settings.model, dummy=settings.dummy, backend=settings.backend,
+                         precision=settings.precision,
+                         max_image_pixels=settings.max_image_pixels or DEFAULT_MAX_PIXELS)
+
+
+def create_app(settings: Settings, model: Any = None) -> FastAPI:
+    """`model`: an already loaded library model (the CLI loads it first, to fail before binding
+    a port); None loads it from the settings during startup."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loaded = model if model is not None else await asyncio.to_thread(load_model, settings)
+        if getattr(loaded, "dummy", False):
+            log.warning("serving a DUMMY model (random weights): embeddings are meaningless")
+        engine = Engine(loaded, settings.engine_config(), observer=metrics)
+        fetcher = ImageFetcher(max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,
+                               allow_private=settings.allow_private_urls)
+        access = await asyncio.to_thread(Access.from_settings, settings)
+        engine.start()
+        app.state.engine, app.state.access = engine, access
+        app.state.serving = Serving(engine, settings, fetcher)
+        try:
+            yield
+        finally:
+            engine.stop()
+            await fetcher.aclose()
+            access.close()
+
+    app = FastAPI(title="sigserve", version=sigserve.__version__,
+                  summary="SigLIP 2 NaFlex embeddings, zero-shot classification, rerank and patch features",
+                  lifespan=lifespan)
+    app.state.settings, app.state.metrics = settings, metrics
+    errors.install(app, on_error=metrics.on_error)
+    app.include_router(routes.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
+    return app

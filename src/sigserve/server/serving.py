@@ -1,0 +1,259 @@
+"""What each route does, between the HTTP schemas and the engine: parse the input dialects,
+fetch and preprocess images, embed, score, and shape the response. Routes stay thin."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from sigserve.engine import Engine
+from sigserve.errors import InputError
+from sigserve.images import MAX_PATCHES, MIN_PATCHES, TRAINED_MAX_PATCHES
+from sigserve.pipeline import DEFAULT_TEMPLATE
+from sigserve.scoring import l2_normalize
+from sigserve.server import schemas
+from sigserve.server.errors import APIError, input_error
+from sigserve.server.inputs import ImageSource, Item, parse_item, parse_items, require_images
+from sigserve.server.settings import Settings
+
+CAPABILITIES = ["embeddings", "classify", "rerank", "patch_features"]
+
+
+@dataclass
+class Encoded:
+    """Embeddings for a list of Items, in their order, plus what it cost."""
+
+    vectors: np.ndarray  # (N, D) raw pooled
+    usage: schemas.Usage
+    features: dict[int, np.ndarray] = field(default_factory=dict)  # item position -> (rows, cols, D)
+
+
+class TextCache:
+    """Bounded LRU of normalised text embeddings (classify labels repeat across requests)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, text: str) -> np.ndarray | None:
+        hit = self._data.get(text)
+        if hit is not None:
+            self._data.move_to_end(text)
+        return hit
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        self._data[text] = vector
+        self._data.move_to_end(text)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
+class Serving:
+    def __init__(self, engine: Engine, settings: Settings, images: ImageSource):
+        self.engine = engine
+        self.settings = settings
+        self.images = images
+        self.labels = TextCache(settings.label_cache_size)
+        self.created = int(time.time())
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def models(self) -> schemas.ModelList:
+        s, m = self.settings, self.engine.model
+        card = schemas.ModelCard(
+            id=s.model_name, created=self.created, owned_by="sigserve",
+            capabilities=CAPABILITIES, input_modalities=["text", "image"], embedding_dim=m.embedding_dim,
+            max_num_patches=schemas.PatchRange(min=MIN_PATCHES, max=MAX_PATCHES, default=s.default_max_num_patches,
+                                               trained_max=TRAINED_MAX_PATCHES),
+            pricing=schemas.Pricing(per_1k_images=s.price_per_1k_images, per_1m_tokens=s.price_per_1m_tokens),
+            dummy=bool(getattr(m, "dummy", s.dummy)), backend=s.backend, precision=s.precision,
+        )
+        return schemas.ModelList(data=[card])
+
+    async def embeddings(self, req: schemas.EmbeddingRequest) -> schemas.EmbeddingResponse:
+        self._check_model(req.model)
+        dim = self.engine.model.embedding_dim
+        if req.dimensions is not None and req.dimensions != dim:
+            raise APIError(400, f"dimensions={req.dimensions} is not available: SigLIP 2 is not Matryoshka-trained, "
+                                f"so truncated embeddings lose accuracy; omit `dimensions` or send {dim}",
+                           param="dimensions", code="unsupported_dimensions")
+        items = self._items(parse_items(req.input, "input", req.modality))
+        with self.engine.admit(len(items)):
+            enc = await self.encode(items, self._patches(req.max_num_patches))
+        vectors = l2_normalize(enc.vectors) if req.normalize else enc.vectors
+        data = [schemas.Embedding(embedding=_encode(v, req.encoding_format, np.float32), index=i)
+                for i, v in enumerate(vectors)]
+        return schemas.EmbeddingResponse(data=data, model=req.model, usage=enc.usage)
+
+    async def classify(self, req: schemas.ClassifyRequest) -> schemas.ClassifyResponse:
+        self._check_model(req.model)
+        items = self._items(parse_items(req.input, "input", "image", single_name=False))
+        require_images(items, "classify")
+        if len(req.labels) > self.settings.max_labels:
+            raise APIError(400, f"at most {self.settings.max_labels} labels per request", param="labels")
+        prompts = _prompts(req.labels, req.templates)
+        with self.engine.admit(len(items) + len(prompts)):
+            enc = await self.encode(items, self._patches(req.max_num_patches))
+            classes, tokens = await self.label_embeddings(req.labels, req.templates, prompts)
+        probs = self.engine.probabilities(l2_normalize(enc.vectors), classes)
+        enc.usage.prompt_tokens = enc.usage.total_tokens = tokens
+        data = [_classification(i, row, req) for i, row in enumerate(probs)]
+        return schemas.ClassifyResponse(data=data, model=req.model, usage=enc.usage)
+
+    async def rerank(self, req: schemas.RerankRequest) -> schemas.RerankResponse:
+        self._check_model(req.model)
+        query = parse_item(req.query, "query")
+        docs = self._items(parse_items(req.documents, "documents"))
+        kinds = {d.kind for d in docs}
+        if len(kinds) > 1:
+            raise APIError(400, "documents must be all texts or all images", param="documents")
+        if query.kind in kinds:
+            raise APIError(400, f"SigLIP 2 scores an image against a text: a {query.kind} query needs "
+                                f"{'image' if query.kind == 'text' else 'text'} documents", param="documents",
+                           code="same_modality")
+        with self.engine.admit(1 + len(docs)):
+            enc = await self.encode([query, *docs], self._patches(req.max_num_patches))
+        vectors = l2_normalize(enc.vectors)
+        q, d = vectors[:1], vectors[1:]
+        scores = self.engine.probabilities(q, d)[0] if query.kind == "image" else self.engine.probabilities(d, q)[:, 0]
+        order = np.argsort(-scores, kind="stable")[: req.top_n]
+        results = [schemas.RerankResult(index=int(j), relevance_score=float(scores[j]),
+                                        document=_document(docs[j]) if req.return_documents else None) for j in order]
+        return schemas.RerankResponse(results=results, model=req.model, usage=enc.usage)
+
+    async def patch_features(self, req: schemas.PatchFeaturesRequest) -> schemas.PatchFeaturesResponse:
+        self._check_model(req.model)
+        items = self._items(parse_items(req.input, "input", "image", single_name=False))
+        require_images(items, "patch_features")
+        with self.engine.admit(len(items)):
+            enc = await self.encode(items, self._patches(req.max_num_patches), features=True)
+        dtype = np.float16 if req.dtype == "float16" else np.float32
+        data = []
+        for i in range(len(items)):
+            grid = enc.features[i]
+            rows, cols, dim = grid.shape
+            flat = grid.reshape(rows * cols, dim)
+            data.append(schemas.PatchFeatures(index=i, rows=rows, cols=cols, dim=dim, dtype=req.dtype,
+                                              features=_encode(flat, req.encoding_format, dtype)))
+        return schemas.PatchFeaturesResponse(data=data, model=req.model, usage=enc.usage)
+
+    def images_in(self, req) -> int:
+        """How many images a request carries (what the images-per-minute limit charges)."""
+        if isinstance(req, schemas.EmbeddingRequest):
+            items = parse_items(req.input, "input", req.modality)
+        elif isinstance(req, schemas.RerankRequest):
+            items = [parse_item(req.query, "query"), *parse_items(req.documents, "documents")]
+        else:
+            items = parse_items(req.input, "input", "image")
+        return sum(it.kind == "image" for it in items)
+
+    # -- the shared path -----------------------------------------------------------------------
+
+    async def encode(self, items: Sequence[Item], max_num_patches: int, features: bool = False) -> Encoded:
+        """Embed texts and images of one request, concurrently, keeping the items' order."""
+        texts = [i for i, it in enumerate(items) if it.kind == "text"]
+        images = [i for i, it in enumerate(items) if it.kind == "image"]
+        text_out, image_out = await _gather_or_cancel(
+            self.engine.embed_texts([items[i].value for i in texts]),
+            self._embed_images([items[i] for i in images], max_num_patches, features),
+        )
+        vectors = np.zeros((len(items), self.engine.model.embedding_dim), np.float32)
+        if texts:
+            vectors[texts] = text_out.embeddings
+        if images:
+            vectors[images] = image_out.embeddings
+        tokens = sum(text_out.lengths)
+        usage = schemas.Usage(prompt_tokens=tokens, total_tokens=tokens, images=len(images),
+                              patches=sum(r * c for r, c in image_out.grids))
+        grids = dict(zip(images, image_out.features)) if features else {}
+        return Encoded(vectors, usage, grids)
+
+    async def _embed_images(self, items: list[Item], max_num_patches: int, features: bool):
+        try:
+            blobs = await _gather_or_cancel(*(self.images.fetch(it.value, index=i) for i, it in enumerate(items)))
+            patches = await self.engine.load_images(blobs, max_num_patches)
+        except InputError as exc:  # .index is the position in `items`: name it as the client does
+            param = items[exc.index].param if exc.index is not None else "input"
+            raise input_error(exc, param) from None
+        return await self.engine.embed_images(patches, features=features)
+
+    async def label_embeddings(self, labels: list[str], templates: list[str] | None,
+                               prompts: list[str]) -> tuple[np.ndarray, int]:
+        """(L, D) class embeddings as the library builds them (mean of normalised prompt embeddings,
+        re-normalised), through the LRU; also the text tokens actually computed."""
+        fresh: dict[str, np.ndarray] = {}
+        missing = [p for p in dict.fromkeys(prompts) if self.labels.get(p) is None]
+        tokens = 0
+        if missing:
+            out = await self.engine.embed_texts(missing)
+            tokens = sum(out.lengths)
+            for p, v in zip(missing, l2_normalize(out.embeddings)):
+                fresh[p] = v
+                self.labels.put(p, v)
+        emb = np.stack([fresh[p] if p in fresh else self.labels.get(p) for p in prompts])
+        n_templates = len(templates) if templates else 1
+        return l2_normalize(emb.reshape(len(labels), n_templates, -1).mean(axis=1)), tokens
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _check_model(self, name: str) -> None:
+        if name not in (self.settings.model_name, self.settings.model):
+            raise APIError(404, f"The model `{name}` does not exist; this server serves `{self.settings.model_name}`",
+                           type="invalid_request_error", param="model", code="model_not_found")
+
+    def _items(self, items: list[Item]) -> list[Item]:
+        if not items:
+            raise APIError(400, "input must not be empty", param="input", code="empty_input")
+        if len(items) > self.settings.max_items:
+            raise APIError(400, f"{len(items)} items; at most {self.settings.max_items} per request",
+                           param="input", code="too_many_items")
+        return items
+
+    def _patches(self, requested: int | None) -> int:
+        return requested if requested is not None else self.settings.default_max_num_patches
+
+
+async def _gather_or_cancel(*aws):
+    """asyncio.gather that cancels the siblings when one fails (no orphaned work)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+def _encode(x: np.ndarray, encoding_format: str, dtype) -> list | str:
+    """float: nested lists; base64: packed little-endian values, as OpenAI's encoding_format=base64."""
+    x = np.asarray(x, dtype=np.dtype(dtype).newbyteorder("<"))
+    if encoding_format == "base64":
+        return base64.b64encode(x.tobytes()).decode("ascii")
+    return x.tolist()
+
+
+def _prompts(labels: list[str], templates: list[str] | None) -> list[str]:
+    templates = templates or [DEFAULT_TEMPLATE]
+    for i, t in enumerate(templates):
+        if "{}" not in t:
+            raise APIError(400, f"templates[{i}] must contain '{{}}' where the label goes", param=f"templates[{i}]")
+    return [t.replace("{}", label) for label in labels for t in templates]
+
+
+def _classification(index: int, row: np.ndarray, req: schemas.ClassifyRequest) -> schemas.Classification:
+    order = np.argsort(-row, kind="stable")
+    best = int(order[0])
+    keep = [j for j in order if req.threshold is None or row[j] >= req.threshold][: req.top_k]
+    return schemas.Classification(index=index, prediction=req.labels[best], score=float(row[best]),
+                                  predictions=[schemas.LabelScore(label=req.labels[j], score=float(row[j])) for j in keep])
+
+
+def _document(item: Item) -> schemas.RerankDocument:
+    return schemas.RerankDocument(text=item.value) if item.kind == "text" else schemas.RerankDocument(image=item.value)
