@@ -52,7 +52,8 @@ class Oracle:
 
     def preprocess(self, images, max_num_patches):
         rgb = [np.asarray(im) for im in images]  # the oracle gets RGB arrays: its do_convert_rgb is off
-        return self.processor(rgb, max_num_patches=max_num_patches, return_tensors="pt")
+        return self.processor(rgb, max_num_patches=max_num_patches, return_tensors="pt",
+                              input_data_format="channels_last")
 
     def vision(self, images, max_num_patches):
         inputs = self.preprocess(images, max_num_patches)
