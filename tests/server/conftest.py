@@ -115,3 +115,49 @@ def data_uri(data: bytes, mime="image/png") -> str:
 def pngs() -> list[bytes]:
     sizes = [(48, 32), (32, 64), (100, 20), (16, 16), (64, 64), (33, 47)]
     return [image_bytes(i, s) for i, s in enumerate(sizes)]
+
+
+class WrappedModel:
+    """The library model with knobs for failure tests: a delay per batch, an exception to raise,
+    and a log of the batches the worker ran."""
+
+    def __init__(self, inner, delay_s: float = 0.0, raise_on_text: BaseException | None = None,
+                 raise_on_image: BaseException | None = None):
+        self.inner, self.delay_s = inner, delay_s
+        self.raise_on_text, self.raise_on_image = raise_on_text, raise_on_image
+        self.batches: list[tuple[str, int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode_token_ids(self, ids):
+        self.batches.append(("text", len(ids)))
+        time.sleep(self.delay_s)
+        if self.raise_on_text is not None:
+            raise self.raise_on_text
+        return self.inner.encode_token_ids(ids)
+
+    def encode_patches(self, patches, with_features=False):
+        self.batches.append(("image", len(patches)))
+        time.sleep(self.delay_s)
+        if self.raise_on_image is not None:
+            raise self.raise_on_image
+        return self.inner.encode_patches(patches, with_features=with_features)
+
+
+@pytest.fixture
+def make_server(tmp_path, tiny_checkpoint, server_model):
+    """Start extra servers with their own settings / model wrapper; stopped at teardown."""
+    from sigserve.server.app import create_app
+
+    started: list[LiveServer] = []
+
+    def start(model=None, **overrides) -> LiveServer:
+        settings = make_settings(tmp_path / f"data{len(started)}", tiny_checkpoint, **overrides)
+        server = LiveServer(create_app(settings, model if model is not None else server_model)).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)

@@ -112,17 +112,18 @@ def install(app: FastAPI, on_error: Callable[[str], Any] | None = None) -> None:
 
 
 def validation_error(exc: RequestValidationError) -> APIError:
-    """422 with the first problem, its location written the way OpenAI names params (input[3].text)."""
+    """422 naming the most specific problem, its location written the way OpenAI names params
+    (`input[3].image`). With unions pydantic reports one error per member; the deepest location
+    is the one that tells the client what to fix."""
     errors = exc.errors()
-    first = errors[0] if errors else {}
-    loc = [p for p in first.get("loc", ()) if p != "body"]
-    param = _dotted(loc) or None
-    message = first.get("msg", "invalid request")
-    if param:
-        message = f"{param}: {message}"
+    if not errors:
+        return APIError(422, "invalid request", code="invalid_request")
+    located = [(_dotted([p for p in e.get("loc", ()) if p != "body"]), e) for e in errors]
+    param, first = max(located, key=lambda pe: len(pe[0]))
+    message = f"{param}: {first.get('msg', 'invalid')}" if param else first.get("msg", "invalid request")
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem(s))"
-    return APIError(422, message, param=param, code="invalid_request")
+    return APIError(422, message, param=param or None, code="invalid_request")
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "null"}

@@ -1,5 +1,9 @@
-"""Request body cap. A declared Content-Length over the cap is refused before reading a byte; a
-chunked body is counted as it arrives and refused as soon as it crosses the cap."""
+"""Request body cap. A declared Content-Length over the cap is refused without parsing anything;
+a chunked body is counted as it arrives and refused as soon as it crosses the cap.
+
+Before answering, the rest of the body is read and thrown away (up to DRAIN_LIMIT bytes): a
+server that answers and closes while the client is still sending makes the client see a
+connection reset instead of the 413."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+DRAIN_LIMIT = 256 * 1024 * 1024
 
 
 class BodyLimitMiddleware:
@@ -20,6 +26,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            await _drain(receive, DRAIN_LIMIT)
             await self._refuse(send)
             return
         seen = 0
@@ -30,6 +37,8 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    if message.get("more_body", False):
+                        await _drain(receive, DRAIN_LIMIT)
                     # Raised inside the app, so the app's handlers turn it into the usual envelope.
                     raise HTTPException(413, self._message())
             return message
@@ -46,6 +55,16 @@ class BodyLimitMiddleware:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _content_length(scope: Scope) -> int | None:

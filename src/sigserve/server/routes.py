@@ -101,7 +101,7 @@ async def classify(body: schemas.ClassifyRequest, request: Request, response: Re
     return await _served(request, response, key, serving.images_in(body), lambda: serving.classify(body))
 
 
-@router.post("/v1/rerank", response_model=schemas.RerankResponse, tags=["rerank"])
+@router.post("/v1/rerank", response_model=schemas.RerankResponse, response_model_exclude_none=True, tags=["rerank"])
 async def rerank(body: schemas.RerankRequest, request: Request, response: Response,
                  key: KeyRecord = Depends(caller)) -> schemas.RerankResponse:
     serving = request.app.state.serving
