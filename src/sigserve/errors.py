@@ -51,9 +51,12 @@ class TextInputError(InputError):
 
 
 class ImageFetchError(InputError):
-    """An image reference (URL, data URI, base64) that could not be turned into bytes."""
+    """An image reference (URL, data URI, base64) that could not be turned into bytes.
+
+    `param` names the failing field when it is not `input[index]` (set by ImageFetcher.load)."""
 
     code = "image_fetch_failed"
+    param: str | None = None
 
 
 class ImageReferenceError(ImageFetchError):

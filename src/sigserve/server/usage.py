@@ -7,12 +7,13 @@ The SQL is portable (no UPSERT dialects): two replicas racing to insert the same
 resolved by the primary key and a retry of the UPDATE. The tables live in the same database as
 the keys (:class:`sigserve.server.keys.KeyStore`).
 
-Cost is ``images * price_per_1k_images / 1000`` (plus text tokens at ``price_per_1k_text_tokens``),
+Cost is ``images * price_per_1k_images / 1000 + text_tokens * price_per_1m_tokens / 1e6``,
 computed at record time and stored, so changing the price later does not rewrite history.
 
 Wiring (server side)::
 
-    meter = UsageMeter(store, price_per_1k_images=settings.price_per_1k_images)
+    meter = UsageMeter(store, price_per_1k_images=settings.price_per_1k_images,
+                       price_per_1m_tokens=settings.price_per_1m_tokens)
 
     # after a successful response (a DB write: keep it off the event loop)
     await meter.arecord(key.id, images=n_images, patches=n_patches, text_tokens=n_tokens)
@@ -84,21 +85,21 @@ class UsageMeter:
         self,
         store: KeyStore,
         price_per_1k_images: float = 0.0,
-        price_per_1k_text_tokens: float = 0.0,
+        price_per_1m_tokens: float = 0.0,
         now=time.time,
     ):
         self.store = store
         self.engine = store.engine
         self.price_per_1k_images = price_per_1k_images
-        self.price_per_1k_text_tokens = price_per_1k_text_tokens
+        self.price_per_1m_tokens = price_per_1m_tokens
         self._now = now
         metadata.create_all(self.engine)
 
     # -- recording ------------------------------------------------------------------------
 
     def cost(self, images: int = 0, text_tokens: int = 0) -> float:
-        return (images * self.price_per_1k_images
-                + text_tokens * self.price_per_1k_text_tokens) / 1000.0
+        return (images * self.price_per_1k_images / 1e3
+                + text_tokens * self.price_per_1m_tokens / 1e6)
 
     def record(self, key_id: str, *, images: int = 0, patches: int = 0, text_tokens: int = 0,
                requests: int = 1) -> float:
@@ -183,11 +184,13 @@ class UsageMeter:
             recent = conn.execute(sa.select(usage_daily)
                                   .where(usage_daily.c.key_id.in_(key_ids),
                                          usage_daily.c.day >= since)
-                                  .order_by(usage_daily.c.day))
-            recent = recent.all()
+                                  .order_by(usage_daily.c.day)).all()
         first_listed = (today - dt.timedelta(days=max(days, 1) - 1)).isoformat()
+        by_key: dict[str, list] = {}
+        for row in recent:
+            by_key.setdefault(row.key_id, []).append(row)
         for key_id, entry in out.items():
-            rows = [r for r in recent if r.key_id == key_id]
+            rows = by_key.get(key_id, [])
             entry["daily"] = [{"date": r.day, **_row_dict(r)} for r in rows
                               if r.day >= first_listed]
             entry["periods"] = {
