@@ -33,7 +33,7 @@ class ClassificationData:
     name: str
     paths: list[Path]
     labels: np.ndarray  # (N,) int class index
-    classnames: list[str]  # canonical, one per class index
+    classnames: list[str]  # one per class index, canonical unless asked otherwise
     source: str = ""
 
 
@@ -77,10 +77,11 @@ def _resolve_names(raw_names: list[str] | None, fallback: list[str], needed: int
     names = raw_names if raw_names is not None else fallback
     if len(names) < needed:
         raise DatasetError(f"{len(names)} class names for {needed} classes")
-    return [canonical_classname(n) for n in names]
+    return list(names)
 
 
 def load_image_folder(root: Path, classnames: list[str] | None) -> ClassificationData:
+    """Raw (not yet canonical) class names: the given ones, else the folder names."""
     classes = _class_dirs(root)
     paths, labels = [], []
     for index, folder in classes:
@@ -133,8 +134,8 @@ def load_manifest(path: Path, classnames: list[str] | None, images: Path | None)
         names = _resolve_names(classnames, [str(i) for i in range(needed)], needed)
     else:
         raw = classnames if classnames is not None else sorted(set(raw_labels))
-        names = [canonical_classname(n) for n in raw]
-        index = {n: i for i, n in enumerate(raw)} | {c: i for i, c in enumerate(names)}
+        names = list(raw)
+        index = {canonical_classname(n): i for i, n in enumerate(raw)} | {n: i for i, n in enumerate(raw)}
         missing = sorted({lab for lab in raw_labels if lab not in index and canonical_classname(lab) not in index})
         if missing:
             raise DatasetError(f"labels not in the class names: {missing[:5]}")
@@ -143,9 +144,11 @@ def load_manifest(path: Path, classnames: list[str] | None, images: Path | None)
 
 
 def load_classification(
-    data: str | Path, classnames: str | None = None, images: str | Path | None = None
+    data: str | Path, classnames: str | None = None, images: str | Path | None = None, canonical: bool = True
 ) -> ClassificationData:
-    """Image folder or manifest; `classnames` is a file, "imagenet" or None (folder names / labels)."""
+    """Image folder or manifest; `classnames` is a file, "imagenet" or None (folder names / labels).
+
+    With `canonical` the class names are canonicalised, first alias only (§5.1)."""
     data = Path(data)
     raw = load_classnames(classnames) if classnames else None
     if data.is_dir():
@@ -155,6 +158,8 @@ def load_classification(
     else:
         raise DatasetError(f"{data}: no such folder or manifest")
     _check_exists(ds.paths)
+    if canonical:
+        ds.classnames = [canonical_classname(n) for n in ds.classnames]
     return ds
 
 

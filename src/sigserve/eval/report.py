@@ -41,16 +41,24 @@ def _columns(records: list[dict]) -> list[str]:
     return RETRIEVAL_COLUMNS if records[0]["task"] == RETRIEVAL_TASK else ZEROSHOT_COLUMNS
 
 
+def _paper(record: dict, metric: str) -> float | None:
+    """The paper's number for this record (English only: the paper's COCO / ImageNet are English)."""
+    if record["language"] != "en":
+        return None
+    return paper_value(record["dataset"], metric, record["max_num_patches"])
+
+
 def markdown_table(records: list[dict]) -> str:
     cols = _columns(records)
-    dataset = records[0]["dataset"]
-    paper_cols = [c for c in cols if any(paper_value(dataset, c, r["max_num_patches"]) for r in records)]
-    head = ["max_num_patches", "language", *map(_label, cols), *(f"paper {_label(c)}" for c in paper_cols)]
+    counts = [k for k in ("num_images", "num_texts") if k in records[0].get("sigserve", {})]
+    paper_cols = [c for c in cols if any(_paper(r, c) is not None for r in records)]
+    head = ["max_num_patches", "language", *counts, *map(_label, cols), *(f"paper {_label(c)}" for c in paper_cols)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
+        n = [str(r["sigserve"][k]) for k in counts]
         ours = [_frac(r["metrics"][c]) for c in cols]
-        paper = [_pct(paper_value(dataset, c, r["max_num_patches"])) for c in paper_cols]
-        lines.append("| " + " | ".join([str(r["max_num_patches"]), r["language"], *ours, *paper]) + " |")
+        paper = [_pct(_paper(r, c)) for c in paper_cols]
+        lines.append("| " + " | ".join([str(r["max_num_patches"]), r["language"], *n, *ours, *paper]) + " |")
     return "\n".join(lines)
 
 
@@ -61,8 +69,10 @@ def markdown_summary(records: list[dict], stats: Stats | None = None, extra: lis
         f"# {r0['task']} on {r0['dataset']}",
         "",
         f"- model: `{r0['model']}` (pretrained: `{r0['pretrained']}`)",
-        "- " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in details.items()),
     ]
+    shown = {k: v for k, v in details.items() if k not in ("num_images", "num_texts")}
+    if shown:
+        lines.append("- " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in shown.items()))
     if stats is not None:
         lines.append(
             f"- embedded this run: {stats.images_embedded} images, {stats.texts_embedded} texts; "
@@ -71,9 +81,9 @@ def markdown_summary(records: list[dict], stats: Stats | None = None, extra: lis
     lines += [f"- {e}" for e in extra or []]
     lines += ["", "Metrics in percent (clip_benchmark JSON holds fractions).", "", markdown_table(records)]
     size = PAPER_SPLIT_SIZE.get(r0["dataset"])
-    if size is not None:
+    if size is not None and any(r["language"] == "en" for r in records):
         lines += ["", f"Paper columns: {PAPER}, full split of {size} images."]
-        counts = {r.get("sigserve", {}).get("num_images") for r in records}
+        counts = {r.get("sigserve", {}).get("num_images") for r in records if r["language"] == "en"}
         if counts != {size}:
             lines.append(f"This run used {sorted(c for c in counts if c)} images, so it is not the paper's split.")
     return "\n".join(lines) + "\n"
@@ -89,15 +99,16 @@ def plot_sweep(records: list[dict], path: str | Path, title: str | None = None) 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     dataset = records[0]["dataset"]
     lengths = sorted({r["max_num_patches"] for r in records})
+    languages = sorted({r["language"] for r in records})
     for i, metric in enumerate(PLOTTED[records[0]["task"]]):
         colour = f"C{i}"
-        for j, lang in enumerate(sorted({r["language"] for r in records})):
+        for j, lang in enumerate(languages):
             rows = sorted((r for r in records if r["language"] == lang), key=lambda r: r["max_num_patches"])
             xs = [r["max_num_patches"] for r in rows]
-            name = _label(metric) + ("" if lang == "en" and len({r["language"] for r in records}) == 1 else f" [{lang}]")
-            ax.plot(xs, [100 * r["metrics"][metric] for r in rows], marker="o", color=colour,
-                    alpha=1.0 - 0.25 * (j % 3), label=f"{name} (ours)")
-        paper = [(n, paper_value(dataset, metric, n)) for n in lengths]
+            name = _label(metric) + ("" if languages == ["en"] else f" [{lang}]")
+            ax.plot(xs, [100 * r["metrics"][metric] for r in rows], marker="osD^v"[j % 5], color=colour,
+                    linestyle=["-", ":", "-."][j % 3], label=f"{name} (ours)")
+        paper = [(n, paper_value(dataset, metric, n)) for n in lengths] if "en" in languages else []
         paper = [(n, v) for n, v in paper if v is not None]
         if paper:
             ax.plot(*zip(*paper), linestyle="--", marker="x", color=colour, label=f"{_label(metric)} (paper)")

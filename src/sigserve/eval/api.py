@@ -1,0 +1,87 @@
+"""One call per task: build the cache, run the sweep, write JSON / Markdown / plot.
+
+    from sigserve.eval import LibraryBackend, evaluate_zeroshot, load_classification, load_templates
+    result = evaluate_zeroshot(LibraryBackend(model, "my-model"), load_classification("val/"),
+                               load_templates(), [256], output="out.json")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends import Backend
+from .cache import EmbeddingCache, default_cache_dir
+from .datasets import ClassificationData, RetrievalData
+from .report import markdown_summary, plot_sweep, write_json
+from .runner import Embedder, Stats, run_retrieval, run_zeroshot
+
+
+@dataclass
+class EvalResult:
+    records: list[dict]
+    stats: Stats
+    summary: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Outputs:
+    """Where to write. `plot=None` draws one only for a sweep (next to the JSON, .png)."""
+
+    output: Path | None = None
+    summary: Path | None = None
+    plot: Path | None = None
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    batch_size: int = 32
+    progress: bool = True
+
+
+def _cache(backend: Backend, out: Outputs) -> EmbeddingCache:
+    root = (out.cache_dir or default_cache_dir()) if out.use_cache else None
+    return EmbeddingCache(root, backend.fingerprint())
+
+
+def _finish(records: list[dict], embedder: Embedder, out: Outputs, extra: list[str]) -> EvalResult:
+    files: dict[str, Path] = {}
+    summary = markdown_summary(records, embedder.stats, extra)
+    if out.output is not None:
+        files["json"] = Path(out.output)
+        write_json(records, out.output)
+    summary_path = out.summary or (Path(out.output).with_suffix(".md") if out.output else None)
+    if summary_path is not None:
+        Path(summary_path).write_text(summary, encoding="utf-8")
+        files["summary"] = Path(summary_path)
+    sweep = len({r["max_num_patches"] for r in records}) > 1
+    plot_path = out.plot or (Path(out.output).with_suffix(".png") if sweep and out.output else None)
+    if plot_path is not None:
+        plot_sweep(records, plot_path)
+        files["plot"] = Path(plot_path)
+    return EvalResult(records, embedder.stats, summary, files)
+
+
+def evaluate_zeroshot(backend: Backend, data: ClassificationData, templates: list[str], lengths: list[int],
+                      out: Outputs | None = None, dataset: str | None = None) -> EvalResult:
+    out = out or Outputs()
+    cache = _cache(backend, out)
+    try:
+        embedder = Embedder(backend, cache, out.batch_size, out.progress)
+        records = run_zeroshot(embedder, data, templates, lengths, dataset)
+    finally:
+        cache.close()
+    extra = [f"data: `{data.source}`", f"templates: {len(templates)}, e.g. `{templates[0]}`"]
+    return _finish(records, embedder, out, extra)
+
+
+def evaluate_retrieval(backend: Backend, data: RetrievalData, lengths: list[int],
+                       out: Outputs | None = None, dataset: str | None = None) -> EvalResult:
+    out = out or Outputs()
+    cache = _cache(backend, out)
+    try:
+        embedder = Embedder(backend, cache, out.batch_size, out.progress)
+        records = run_retrieval(embedder, data, lengths, dataset)
+    finally:
+        cache.close()
+    extra = [f"languages: {', '.join(data.languages())}"]
+    return _finish(records, embedder, out, extra)
