@@ -11,6 +11,8 @@ import typer
 COMMAND_MODULES = [
     "embed",
     "eval",
+    "keys",
+    "serve",
 ]
 
 
