@@ -19,27 +19,27 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     model: Annotated[Optional[str], Opt("--model", "-m", help="Hub id, HF cache name or local folder.")] = None,
-    host: Annotated[Optional[str], Opt(help="Address to bind [default: 127.0.0.1].")] = None,
-    port: Annotated[Optional[int], Opt(help="Port [default: 8000].")] = None,
+    host: Annotated[Optional[str], Opt(help="Address to bind (default: 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], Opt(help="Port (default: 8000).")] = None,
     api_key: Annotated[Optional[str], Opt("--api-key", help="A static bearer key clients must send.")] = None,
     load_format: Annotated[Optional[str], Opt(help="auto, or dummy (random weights, for load tests).")] = None,
-    backend: Annotated[Optional[str], Opt(help="Inference backend [default: torch].")] = None,
-    precision: Annotated[Optional[str], Opt(help="Numeric precision [default: fp32].")] = None,
-    served_model_name: Annotated[Optional[str], Opt(help="The model id clients send [default: --model].")] = None,
+    backend: Annotated[Optional[str], Opt(help="Inference backend (default: torch).")] = None,
+    precision: Annotated[Optional[str], Opt(help="Numeric precision (default: fp32).")] = None,
+    served_model_name: Annotated[Optional[str], Opt(help="The model id clients send (default: --model).")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Folder of the default SQLite database (keys, usage).")] = None,
     database_url: Annotated[Optional[str], Opt(help="SQLAlchemy URL for keys and usage.")] = None,
-    max_batch_images: Annotated[Optional[int], Opt(help="Images per inference batch [8].")] = None,
-    max_batch_texts: Annotated[Optional[int], Opt(help="Texts per inference batch [32].")] = None,
-    max_wait_ms: Annotated[Optional[float], Opt(help="How long a batch may wait to fill [5].")] = None,
-    max_pending_items: Annotated[Optional[int], Opt(help="Backlog bound; beyond it, 429 [256].")] = None,
-    preprocess_threads: Annotated[Optional[int], Opt(help="Image decode/resize threads [2].")] = None,
-    max_items: Annotated[Optional[int], Opt(help="Input items per request [256].")] = None,
-    max_body_bytes: Annotated[Optional[int], Opt(help="Request body cap in bytes [32 MiB].")] = None,
+    max_batch_images: Annotated[Optional[int], Opt(help="Images per inference batch (default: 8).")] = None,
+    max_batch_texts: Annotated[Optional[int], Opt(help="Texts per inference batch (default: 32).")] = None,
+    max_wait_ms: Annotated[Optional[float], Opt(help="How long a batch may wait to fill (default: 5).")] = None,
+    max_pending_items: Annotated[Optional[int], Opt(help="Backlog bound; beyond it, 429 (default: 256).")] = None,
+    preprocess_threads: Annotated[Optional[int], Opt(help="Image decode/resize threads (default: 2).")] = None,
+    max_items: Annotated[Optional[int], Opt(help="Input items per request (default: 256).")] = None,
+    max_body_bytes: Annotated[Optional[int], Opt(help="Request body cap in bytes (default: 32 MiB).")] = None,
     max_image_pixels: Annotated[Optional[int], Opt(help="Decompression-bomb guard, pixels per image.")] = None,
-    default_max_num_patches: Annotated[Optional[int], Opt(help="NaFlex patches when a request says none [256].")] = None,
+    default_max_num_patches: Annotated[Optional[int], Opt(help="NaFlex patches when a request says none (default: 256).")] = None,
     price_per_1k_images: Annotated[Optional[float], Opt(help="Advertised price, also used for usage cost.")] = None,
     allow_private_urls: Annotated[Optional[bool], Opt(help="Let image URLs reach private networks.")] = None,
-    log_level: Annotated[Optional[str], Opt(help="uvicorn log level [info].")] = None,
+    log_level: Annotated[Optional[str], Opt(help="uvicorn log level (default: info).")] = None,
 ) -> None:
     """Load the model first (a bad path fails here, before a port is bound), then serve."""
     import uvicorn
@@ -48,8 +48,15 @@ def serve(
     from sigserve.server.app import create_app, load_model
     from sigserve.server.settings import Settings
 
-    given: dict[str, Any] = {k: v for k, v in locals().items() if v is not None and k not in ("uvicorn",)}
-    settings = Settings(**{k: v for k, v in given.items() if k in Settings.model_fields})
+    from pydantic import ValidationError
+
+    given: dict[str, Any] = {k: v for k, v in locals().items() if v is not None and k in Settings.model_fields}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"error: {problems}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"loading {settings.model} ({'dummy weights' if settings.dummy else settings.load_format}) ...", err=True)
     try:
         loaded = load_model(settings)
