@@ -23,7 +23,7 @@ def serve(
     port: Annotated[Optional[int], Opt(help="Port (default: 8000).")] = None,
     api_key: Annotated[Optional[str], Opt("--api-key", help="A static bearer key clients must send.")] = None,
     load_format: Annotated[Optional[str], Opt(help="auto, or dummy (random weights, for load tests).")] = None,
-    backend: Annotated[Optional[str], Opt(help="Inference backend (default: torch).")] = None,
+    backend: Annotated[Optional[str], Opt(help="Inference backend: torch, onnx or auto (default: auto).")] = None,
     precision: Annotated[Optional[str], Opt(help="Numeric precision (default: fp32).")] = None,
     served_model_name: Annotated[Optional[str], Opt(help="The model id clients send (default: --model).")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Folder of the default SQLite database (keys, usage).")] = None,

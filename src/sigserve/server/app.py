@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 def load_model(settings: Settings) -> Any:
     """The library model the settings describe (blocking: seconds to minutes)."""
-    return sigserve.load(settings.model, dummy=settings.dummy, backend=settings.backend,
-                         precision=settings.precision,
-                         max_image_pixels=settings.max_image_pixels or DEFAULT_MAX_PIXELS)
+    # No backend named: let the library pick its default (it knows which one is fastest here).
+    chosen = {"backend": settings.backend} if settings.backend not in (None, "auto") else {}
+    return sigserve.load(settings.model, dummy=settings.dummy, precision=settings.precision,
+                         max_image_pixels=settings.max_image_pixels or DEFAULT_MAX_PIXELS, **chosen)
 
 
 def create_app(settings: Settings, model: Any = None) -> FastAPI:

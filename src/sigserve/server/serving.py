@@ -74,7 +74,8 @@ class Serving:
             max_num_patches=schemas.PatchRange(min=MIN_PATCHES, max=MAX_PATCHES, default=s.default_max_num_patches,
                                                trained_max=TRAINED_MAX_PATCHES),
             pricing=schemas.Pricing(per_1k_images=s.price_per_1k_images, per_1m_tokens=s.price_per_1m_tokens),
-            dummy=bool(getattr(m, "dummy", s.dummy)), backend=s.backend, precision=s.precision,
+            dummy=bool(getattr(m, "dummy", s.dummy)), backend=getattr(m.backend, "name", s.backend),
+            precision=getattr(m.backend, "precision", s.precision),
         )
         return schemas.ModelList(data=[card])
 

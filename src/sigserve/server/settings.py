@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     model: str = Field("google/siglip2-base-patch16-naflex", description="hub id, HF cache name or local folder")
     served_model_name: str | None = Field(None, description="the id clients send as `model` (default: --model)")
     load_format: Literal["auto", "dummy"] = Field("auto", description="dummy: real architecture, random weights")
-    backend: str = "torch"
+    backend: str | None = Field(None, description="None or auto: the library picks the fastest exact backend")
     precision: str = "fp32"
 
     # -- network ------------------------------------------------------------------------------
