@@ -94,13 +94,15 @@ def test_cli_dummy_load_format(cli, tiny_checkpoint, shapes, tmp_path):
 # --------------------------------------------------------------------------- server backend
 
 
-def fake_server(model, seen: list):
+def fake_server(model, seen: list, max_items: int = 1000):
     """/v1/embeddings as the server documents it, answered by the library (for the client's sake)."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         seen.append((request.headers.get("authorization"), body))
         items = body["input"]
+        if len(items) > max_items:
+            return httpx.Response(413, json={"error": {"message": "too large"}})
         if isinstance(items[0], str):
             emb = model.embed_texts(items)
         else:
@@ -113,10 +115,11 @@ def fake_server(model, seen: list):
     return handler
 
 
-@pytest.mark.parametrize("style", ["openai", "jina"])
-def test_server_backend_equals_library(tiny_model, shapes, tmp_path, style):
+@pytest.mark.parametrize("style,max_items", [("openai", 1000), ("jina", 2)])
+def test_server_backend_equals_library(tiny_model, shapes, tmp_path, style, max_items):
     seen: list = []
-    client = httpx.Client(base_url="http://sigserve.test", transport=httpx.MockTransport(fake_server(tiny_model, seen)))
+    handler = fake_server(tiny_model, seen, max_items)
+    client = httpx.Client(base_url="http://sigserve.test", transport=httpx.MockTransport(handler))
     backend = ServerBackend("http://sigserve.test", "tiny", api_key="k1", client=client, image_style=style)
     ds = load_retrieval(shapes["captions"], shapes["images"])
     out = Outputs(use_cache=False, progress=False, batch_size=5)
@@ -129,6 +132,8 @@ def test_server_backend_equals_library(tiny_model, shapes, tmp_path, style):
     item = image_call["input"][0]
     uri = item["image_url"]["url"] if style == "openai" else item["image"]
     assert uri.startswith(("data:image/png;base64,", "data:image/jpeg;base64,"))
+    if max_items < 5:  # batches of 5 were refused with 413 and split until they fitted
+        assert any(len(b["input"]) == 5 for _, b in seen) and any(len(b["input"]) <= 2 for _, b in seen)
 
 
 def test_against_the_real_server_app(tiny_model, tiny_checkpoint, shapes, tmp_path):

@@ -9,7 +9,6 @@ file with a canonicaliser written here.
 from __future__ import annotations
 
 import json
-import re
 import string
 from importlib import resources
 

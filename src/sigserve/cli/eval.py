@@ -11,10 +11,15 @@ HELP = "Zero-shot classification and retrieval benchmarks (clip_benchmark JSON, 
 
 eval_app = typer.Typer(name="eval", help=HELP, no_args_is_help=True)
 
-MODEL = typer.Option(..., "--model", "-m", help="Hub id, local checkpoint folder, or the served model name with --server.")
-OUTPUT = typer.Option(..., "--output", "-o", help="clip_benchmark JSON (a list of records for a sweep / several languages).")
-PATCHES = typer.Option("256", "--max-num-patches", help="Sequence length, or a comma list for a sweep (e.g. 64,144,256,576,784,1024); 'paper' = all of Table 7's.")
-LOAD_FORMAT = typer.Option("auto", "--load-format", help="auto: the checkpoint's weights; dummy: random weights (smoke tests only).")
+MODEL = typer.Option(..., "--model", "-m",
+                     help="Hub id, local checkpoint folder, or the served model name with --server.")
+OUTPUT = typer.Option(..., "--output", "-o",
+                      help="clip_benchmark JSON (a list of records for a sweep / several languages).")
+PATCHES = typer.Option("256", "--max-num-patches",
+                       help="Sequence length, or a comma list for a sweep (e.g. 64,144,256,576,784,1024); "
+                            "'paper' = all of Table 7's.")
+LOAD_FORMAT = typer.Option("auto", "--load-format",
+                           help="auto: the checkpoint's weights; dummy: random weights (smoke tests only).")
 BACKEND = typer.Option("torch", "--backend", help="Library backend (sigserve.load).")
 PRECISION = typer.Option("fp32", "--precision", help="Library precision (sigserve.load).")
 BATCH = typer.Option(32, "--batch-size", min=1, help="Items per model call (and per cache commit).")
@@ -24,7 +29,9 @@ PLOT = typer.Option(None, "--plot", help="Metric-vs-length PNG (default for a sw
 SUMMARY = typer.Option(None, "--summary", help="Markdown summary (default: OUTPUT with .md).")
 SERVER = typer.Option(None, "--server", help="Use a running sigserve server (base URL) instead of the library.")
 API_KEY = typer.Option(None, "--api-key", envvar="SIGSERVE_API_KEY", help="Bearer key for --server.")
-DATASET = typer.Option(None, "--dataset", help="Data set name in the JSON (imagenet1k, imagenetv2, mscoco_captions, ... pick the paper's numbers).")
+DATASET = typer.Option(None, "--dataset",
+                       help="Data set name in the JSON; imagenet1k, imagenetv2 and mscoco_captions get the paper's "
+                            "numbers beside ours.")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="tqdm progress bars on stderr.")
 
 
@@ -40,7 +47,8 @@ def parse_lengths(spec: str) -> list[int]:
     try:
         values = [int(x) for x in spec.replace(" ", "").split(",") if x]
     except ValueError:
-        raise typer.BadParameter(f"not a comma-separated list of integers: {spec!r}", param_hint="--max-num-patches")
+        raise typer.BadParameter(f"not a comma-separated list of integers: {spec!r}",
+                                 param_hint="--max-num-patches")
     if not values or any(not 16 <= v <= 4096 for v in values):
         raise typer.BadParameter("each length must be between 16 and 4096", param_hint="--max-num-patches")
     return list(dict.fromkeys(values))
@@ -91,12 +99,17 @@ def _zeroshot_name(data, classnames: str | None) -> str | None:
 @eval_app.command("zeroshot")
 def zeroshot(
     model: str = MODEL,
-    data: Path = typer.Option(..., "--data", help="Image folder (one sub-folder per class) or CSV/JSONL manifest (path,label)."),
+    data: Path = typer.Option(..., "--data", help="Image folder (one sub-folder per class) or CSV/JSONL "
+                                                 "manifest (path,label)."),
     output: Path = OUTPUT,
-    templates: str = typer.Option("clip", "--templates", help="File with one template a line ('{}' = class name), or 'clip' (80 CLIP templates + '{}')."),
-    classnames: Optional[str] = typer.Option(None, "--classnames", help="File with one class name a line (class-index order), or 'imagenet'. Default: folder names / labels."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Base folder for relative manifest paths (default: the manifest's folder)."),
-    raw_templates: bool = typer.Option(False, "--raw-templates", help="Use templates and class names as written (no canonicalisation)."),
+    templates: str = typer.Option("clip", "--templates", help="File with one template a line ('{}' = class "
+                                                               "name), or 'clip' (80 CLIP templates + '{}')."),
+    classnames: Optional[str] = typer.Option(None, "--classnames", help="File with one class name a line "
+                                             "(class-index order), or 'imagenet'. Default: folder names / labels."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Base folder for relative manifest paths "
+                                                                 "(default: the manifest's folder)."),
+    raw_templates: bool = typer.Option(False, "--raw-templates",
+                                       help="Use templates and class names as written (no canonicalisation)."),
     max_num_patches: str = PATCHES, dataset: Optional[str] = DATASET, load_format: str = LOAD_FORMAT,
     backend: str = BACKEND, precision: str = PRECISION, batch_size: int = BATCH,
     cache_dir: Optional[Path] = CACHE_DIR, no_cache: bool = NO_CACHE, plot: Optional[Path] = PLOT,
@@ -122,7 +135,8 @@ def zeroshot(
 @eval_app.command("retrieval")
 def retrieval(
     model: str = MODEL,
-    data: Path = typer.Option(..., "--data", help="Captions: COCO annotations JSON or a Karpathy split file (dataset_coco.json, dataset_flickr30k.json)."),
+    data: Path = typer.Option(..., "--data", help="Captions: COCO annotations JSON or a Karpathy split file "
+                                                 "(dataset_coco.json, dataset_flickr30k.json)."),
     images: Path = typer.Option(..., "--images", help="Image folder the captions file refers to."),
     output: Path = OUTPUT,
     split: str = typer.Option("test", "--split", help="Karpathy split to evaluate."),

@@ -111,6 +111,9 @@ class ServerBackend:
     def _embed(self, items: list, extra: dict) -> np.ndarray:
         body = {"model": self.model_name, "input": items, "encoding_format": "float", **extra}
         resp = self.client.post("/v1/embeddings", json=body)
+        if resp.status_code == 413 and len(items) > 1:  # body or item count over the server's limit: halve
+            half = len(items) // 2
+            return np.concatenate([self._embed(items[:half], extra), self._embed(items[half:], extra)])
         if resp.status_code != 200:
             raise ServerError(f"POST /v1/embeddings -> {resp.status_code}: {resp.text[:500]}")
         data = sorted(resp.json()["data"], key=lambda d: d["index"])

@@ -40,7 +40,8 @@ class EmbeddingCache:
             Path(root).mkdir(parents=True, exist_ok=True)
             self.path = Path(root) / f"{model_key}.sqlite"
             self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute("CREATE TABLE IF NOT EXISTS images (key TEXT, patches INTEGER, vec BLOB, PRIMARY KEY (key, patches))")
+        self._db.execute("CREATE TABLE IF NOT EXISTS images "
+                         "(key TEXT, patches INTEGER, vec BLOB, PRIMARY KEY (key, patches))")
         self._db.execute("CREATE TABLE IF NOT EXISTS texts (key TEXT PRIMARY KEY, vec BLOB)")
         self._db.commit()
 

@@ -112,5 +112,6 @@ def run_retrieval(embedder: Embedder, data: RetrievalData, lengths: list[int],
             owner = np.searchsorted(img_idx, data.caption_image[cap_idx])
             metrics = retrieval_metrics(images[img_idx], texts[cap_idx], owner)
             details = {"num_images": int(len(img_idx)), "num_texts": int(len(cap_idx))}
-            records.append(make_record(embedder.backend, dataset or data.name, RETRIEVAL_TASK, metrics, lang, n, details))
+            name = dataset or data.name
+            records.append(make_record(embedder.backend, name, RETRIEVAL_TASK, metrics, lang, n, details))
     return records
