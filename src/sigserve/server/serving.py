@@ -68,14 +68,15 @@ class Serving:
 
     def models(self) -> schemas.ModelList:
         s, m = self.settings, self.engine.model
+        backend = getattr(m, "backend", None)  # what actually loaded, when the model says
         card = schemas.ModelCard(
             id=s.model_name, created=self.created, owned_by="sigserve",
             capabilities=CAPABILITIES, input_modalities=["text", "image"], embedding_dim=m.embedding_dim,
             max_num_patches=schemas.PatchRange(min=MIN_PATCHES, max=MAX_PATCHES, default=s.default_max_num_patches,
                                                trained_max=TRAINED_MAX_PATCHES),
             pricing=schemas.Pricing(per_1k_images=s.price_per_1k_images, per_1m_tokens=s.price_per_1m_tokens),
-            dummy=bool(getattr(m, "dummy", s.dummy)), backend=getattr(m.backend, "name", s.backend),
-            precision=getattr(m.backend, "precision", s.precision),
+            dummy=bool(getattr(m, "dummy", s.dummy)), backend=getattr(backend, "name", s.backend),
+            precision=getattr(backend, "precision", s.precision),
         )
         return schemas.ModelList(data=[card])
 
