@@ -81,6 +81,12 @@ def test_cli_retrieval_and_errors(cli, tiny_checkpoint, shapes, tmp_path):
     r = cli("eval", "zeroshot", "--model", tiny_checkpoint, "--data", shapes["folder"], "--output", out,
             "--max-num-patches", "64,abc")
     assert r.exit_code != 0
+    bad = tmp_path / "bad" / "cls"
+    bad.mkdir(parents=True)
+    (bad / "broken.jpg").write_bytes(b"not an image")
+    r = cli("eval", "zeroshot", "--model", tiny_checkpoint, "--data", bad.parent, "--output", out, "--no-cache",
+            "--no-progress")
+    assert r.exit_code == 2 and "broken.jpg" in r.output
 
 
 def test_cli_dummy_load_format(cli, tiny_checkpoint, shapes, tmp_path):

@@ -23,7 +23,8 @@ LOAD_FORMAT = typer.Option("auto", "--load-format",
 BACKEND = typer.Option("torch", "--backend", help="Library backend (sigserve.load).")
 PRECISION = typer.Option("fp32", "--precision", help="Library precision (sigserve.load).")
 BATCH = typer.Option(32, "--batch-size", min=1, help="Items per model call (and per cache commit).")
-CACHE_DIR = typer.Option(None, "--cache-dir", help="Embedding cache folder (default ~/.cache/sigserve/eval).")
+CACHE_DIR = typer.Option(None, "--cache-dir",
+                         help="Embedding cache folder (default $SIGSERVE_CACHE/eval or ~/.cache/sigserve/eval).")
 NO_CACHE = typer.Option(False, "--no-cache", help="Keep embeddings in memory only.")
 PLOT = typer.Option(None, "--plot", help="Metric-vs-length PNG (default for a sweep: OUTPUT with .png).")
 SUMMARY = typer.Option(None, "--summary", help="Markdown summary (default: OUTPUT with .md).")

@@ -48,9 +48,15 @@ class LibraryBackend:
         self.pretrained = pretrained or ("dummy" if getattr(model, "dummy", False) else model_name)
 
     def embed_images(self, paths: list[Path], max_num_patches: int) -> np.ndarray:
-        out = self.model.embed_images(
-            [str(p) for p in paths], max_num_patches=max_num_patches, normalize=True, batch_size=len(paths)
-        )
+        from sigserve.errors import InputError
+
+        try:
+            out = self.model.embed_images(
+                [str(p) for p in paths], max_num_patches=max_num_patches, normalize=True, batch_size=len(paths)
+            )
+        except InputError as exc:  # name the file, not its place in this batch
+            where = paths[exc.index] if exc.index is not None and exc.index < len(paths) else "an image"
+            raise ImageFileError(f"{where}: {exc.reason}") from exc
         return np.asarray(out, dtype=np.float32)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
@@ -85,6 +91,10 @@ def image_data_uri(path: str | Path) -> str:
 
 class ServerError(RuntimeError):
     pass
+
+
+class ImageFileError(ValueError):
+    """An image file of the data set could not be used (corrupt, too large, ...)."""
 
 
 class ServerBackend:
