@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+def l2_normalize(x: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    """Unit vectors along the last axis (float32); `eps` is added to the norm."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + eps)
 
 
 def sigmoid_probabilities(image_embeds: np.ndarray, text_embeds: np.ndarray, logit_scale: float,

@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from sigserve import prompts
+from sigserve.scoring import l2_normalize  # noqa: F401  (the eval package's normaliser too)
+
 RECALL_KS = (1, 5, 10)
 _CHUNK = 512  # rows of the similarity matrix held at once
 
 
-def l2_normalize(x: np.ndarray, eps: float = 0.0) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + eps)
-
-
 def class_embeddings(prompt_embeddings: np.ndarray) -> np.ndarray:
-    """(C, T, D) prompt embeddings -> (C, D) zero-shot classifier.
-
-    Per class: mean of the L2-normalised prompt embeddings, re-normalised (+1e-8, as big_vision).
-    """
-    e = l2_normalize(prompt_embeddings)
-    return l2_normalize(e.mean(axis=1), eps=1e-8)
+    """(C, T, D) prompt embeddings -> (C, D) zero-shot classifier: the library's rule (mean of the
+    L2-normalised prompt embeddings, re-normalised), with +1e-8 on the norm as big_vision's evaluator."""
+    return prompts.class_embeddings(prompt_embeddings, eps=1e-8)
 
 
 def best_positive_rank(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:

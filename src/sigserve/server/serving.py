@@ -15,7 +15,7 @@ import numpy as np
 from sigserve.engine import Engine
 from sigserve.errors import InputError
 from sigserve.images import MAX_PATCHES, MIN_PATCHES, TRAINED_MAX_PATCHES
-from sigserve.pipeline import DEFAULT_TEMPLATE
+from sigserve.prompts import build_prompts, check_templates, class_embeddings
 from sigserve.scoring import l2_normalize
 from sigserve.server import schemas
 from sigserve.server.errors import APIError, input_error
@@ -104,7 +104,7 @@ class Serving:
         prompts = _prompts(req.labels, req.templates)
         with self.engine.admit(len(items) + len(prompts)):
             enc = await self.encode(items, self._patches(req.max_num_patches))
-            classes, tokens = await self.label_embeddings(req.labels, req.templates, prompts)
+            classes, tokens = await self.label_embeddings(req.labels, prompts)
         probs = self.engine.probabilities(l2_normalize(enc.vectors), classes)
         enc.usage.prompt_tokens = enc.usage.total_tokens = tokens
         data = [_classification(i, row, req) for i, row in enumerate(probs)]
@@ -187,8 +187,7 @@ class Serving:
             raise input_error(exc, param) from None
         return await self.engine.embed_images(patches, features=features)
 
-    async def label_embeddings(self, labels: list[str], templates: list[str] | None,
-                               prompts: list[str]) -> tuple[np.ndarray, int]:
+    async def label_embeddings(self, labels: list[str], prompts: list[str]) -> tuple[np.ndarray, int]:
         """(L, D) class embeddings as the library builds them (mean of normalised prompt embeddings,
         re-normalised), through the LRU; also the text tokens actually computed."""
         fresh: dict[str, np.ndarray] = {}
@@ -201,8 +200,7 @@ class Serving:
                 fresh[p] = v
                 self.labels.put(p, v)
         emb = np.stack([fresh[p] if p in fresh else self.labels.get(p) for p in prompts])
-        n_templates = len(templates) if templates else 1
-        return l2_normalize(emb.reshape(len(labels), n_templates, -1).mean(axis=1)), tokens
+        return class_embeddings(emb.reshape(len(labels), len(prompts) // len(labels), -1)), tokens
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -242,11 +240,7 @@ def _encode(x: np.ndarray, encoding_format: str, dtype) -> list | str:
 
 
 def _prompts(labels: list[str], templates: list[str] | None) -> list[str]:
-    templates = templates or [DEFAULT_TEMPLATE]
-    for i, t in enumerate(templates):
-        if "{}" not in t:
-            raise APIError(400, f"templates[{i}] must contain '{{}}' where the label goes", param=f"templates[{i}]")
-    return [t.replace("{}", label) for label in labels for t in templates]
+    return build_prompts(labels, check_templates(templates))  # InvalidArgumentError -> 400 naming templates[i]
 
 
 def _classification(index: int, row: np.ndarray, req: schemas.ClassifyRequest) -> schemas.Classification:
