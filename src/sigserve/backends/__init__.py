@@ -1,20 +1,58 @@
-"""Inference backends: the numeric work behind one small interface (see base.py)."""
+"""Inference backends: the numeric work behind one small interface (see base.py).
+
+    torch  our model (model.py) on memory-mapped weights: fp32 everywhere, bf16/fp16 on CUDA
+    onnx   ONNX Runtime on graphs exported from that model (CPU): fp32, or opt-in dynamic int8
+The defaults were chosen by measurement (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
 from sigserve.backends.base import Backend
 from sigserve.errors import InvalidArgumentError
 
-BACKENDS = ("torch",)
-PRECISIONS = ("fp32",)
+# backend -> device kind -> precisions it offers
+SUPPORTED = {
+    "torch": {"cpu": ("fp32",), "cuda": ("fp32", "bf16", "fp16")},
+    "onnx": {"cpu": ("fp32", "int8")},
+}
+BACKENDS = tuple(SUPPORTED)
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DEFAULT_BACKEND = "onnx"  # on CPU, measured faster than torch at fp32 (docs/benchmarks.md); torch on CUDA
 
 
-def create_backend(name: str, checkpoint, precision: str = "fp32", device: str = "cpu") -> Backend:
-    """Instantiate the backend `name` for a resolved checkpoint."""
-    if name not in BACKENDS:
+def default_backend(device: str = "cpu") -> str:
+    """The measured best backend for `device`, falling back to torch when onnxruntime is missing."""
+    if not device.startswith("cpu"):
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return DEFAULT_BACKEND
+
+
+def check_selection(name: str, precision: str, device: str = "cpu") -> None:
+    """Raise InvalidArgumentError for an unknown backend, precision, or a combination not offered."""
+    if name not in SUPPORTED:
         raise InvalidArgumentError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}", "backend")
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}", "precision")
+    kind = device.split(":")[0]
+    if kind not in SUPPORTED[name]:
+        raise InvalidArgumentError(f"backend {name!r} does not run on {device!r}; it runs on {', '.join(SUPPORTED[name])}", "device")
+    offered = SUPPORTED[name][kind]
+    if precision not in offered:
+        raise InvalidArgumentError(f"backend {name!r} on {kind} offers precision {', '.join(offered)}, not {precision!r}", "precision")
+
+
+def create_backend(name: str | None, checkpoint, precision: str = "fp32", device: str = "cpu") -> Backend:
+    """Instantiate the backend `name` (None: the measured default for `device`) for a resolved checkpoint."""
+    name = default_backend(device) if name in (None, "auto") else name
+    check_selection(name, precision, device)
+    if name == "onnx":
+        from sigserve.backends.onnx import OnnxBackend
+
+        return OnnxBackend(checkpoint, precision=precision, device=device)
     from sigserve.backends.torch import TorchBackend
 
     return TorchBackend(checkpoint, precision=precision, device=device)

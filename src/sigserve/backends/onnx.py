@@ -1,0 +1,195 @@
+"""ONNX Runtime backend: graphs exported from our own torch model (model.py), cached on disk.
+
+What lives outside the graphs, on purpose:
+- the vision position embeddings: the learned 16x16 table resized to each image's (rows, cols) grid is
+  computed here (model.resize_position_grid, cached per grid) and fed as an input, so one graph with
+  dynamic batch and sequence length serves every aspect ratio;
+- the text token embedding (256000 x 768, 786 MB): looked up in the memory-mapped checkpoint, so the
+  few rows used are all that is ever read, and the text graph stays at the encoder's 340 MB.
+The padding mask is an explicit input turned into an additive bias inside the graph (ORT's attention
+fusion is deliberately not applied: it drops an unwired mask, see docs/benchmarks.md).
+
+Graphs are cached under cache_root()/onnx/<checkpoint fingerprint>/ and rebuilt when the weights change
+(the fingerprint covers the weight files' names, sizes and mtimes) or when EXPORT_VERSION changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sigserve.dummy import cache_root
+from sigserve.errors import InvalidArgumentError, ModelLoadError
+from sigserve.model import resize_position_grid
+from sigserve.weights import Checkpoint, load_model, mmap_safetensors, weight_files
+
+EXPORT_VERSION = "v1"  # bump when the exported graphs change shape or meaning
+OPSET = 17  # LayerNormalization as one op
+PRECISIONS = ("fp32", "int8")
+
+
+class VisionGraph(nn.Module):
+    """pixel_values (B, N, 768), attention_mask (B, N) int32, positions (B, N, D) -> pooled, hidden."""
+
+    def __init__(self, vision):
+        super().__init__()
+        self.vision = vision
+
+    def forward(self, pixel_values, attention_mask, positions):
+        v = self.vision
+        # Additive key bias (B, 1, 1, N): 0 for valid patches, float32 min for padding (softmax weight 0).
+        bias = (1.0 - attention_mask.to(torch.float32))[:, None, None, :] * torch.finfo(torch.float32).min
+        x = v.embeddings.patch_embedding(pixel_values) + positions
+        x = v.post_layernorm(v.encoder(x, bias))
+        return v.head(x, bias), x
+
+
+class TextGraph(nn.Module):
+    """Embedded tokens (B, T, D) (token + position embeddings, added outside) -> pooled (B, D)."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.text = text
+
+    def forward(self, embeddings):
+        t = self.text
+        x = t.encoder(embeddings)
+        return t.head(t.final_layer_norm(x[:, -1]))
+
+
+def export_dir(checkpoint: Checkpoint) -> Path:
+    return cache_root() / "onnx" / checkpoint.fingerprint()
+
+
+def graph_path(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
+    return export_dir(checkpoint) / f"{tower}.{EXPORT_VERSION}.{precision}.onnx"
+
+
+_export_lock = threading.RLock()  # re-entered: int8 first needs the fp32 graph
+
+
+def ensure_graph(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
+    """The cached graph for (tower, precision), exported (and quantized) first if missing."""
+    path = graph_path(checkpoint, tower, precision)
+    with _export_lock:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            try:
+                if precision == "fp32":
+                    _export(checkpoint, tower, tmp)
+                else:
+                    _quantize(ensure_graph(checkpoint, tower, "fp32"), tmp)
+                tmp.replace(path)  # atomic: a concurrent reader sees the old state or the whole file
+            except OSError as exc:
+                raise ModelLoadError(f"cannot write the ONNX export to {path.parent}: {exc} (set SIGSERVE_CACHE)") from exc
+            finally:
+                tmp.unlink(missing_ok=True)
+    return path
+
+
+def _export(checkpoint: Checkpoint, tower: str, dest: Path) -> None:
+    model = load_model(checkpoint)  # memory-mapped: no copy until the exporter serialises the weights
+    D = checkpoint.config.vision.hidden_size if tower == "vision" else checkpoint.config.text.hidden_size
+    if tower == "vision":
+        graph, B, N = VisionGraph(model.vision_model), 2, 7
+        P = checkpoint.config.vision.patch_dim
+        args = (torch.randn(B, N, P), torch.ones(B, N, dtype=torch.int32), torch.randn(B, N, D))
+        names, outputs = ["pixel_values", "attention_mask", "positions"], ["pooled", "hidden"]
+        axes = {"pixel_values": {0: "batch", 1: "patches"}, "attention_mask": {0: "batch", 1: "patches"},
+                "positions": {0: "batch", 1: "patches"}, "pooled": {0: "batch"}, "hidden": {0: "batch", 1: "patches"}}
+    else:
+        graph = TextGraph(model.text_model)
+        args = (torch.randn(2, checkpoint.config.text.max_position_embeddings, D),)
+        names, outputs = ["embeddings"], ["pooled"]
+        axes = {"embeddings": {0: "batch", 1: "tokens"}, "pooled": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        # The TorchScript exporter: no onnxscript dependency, and it keeps Linear as MatMul+Add that
+        # ORT's optimizer and quantizer handle well.
+        torch.onnx.export(graph.eval(), args, str(dest), dynamo=False, input_names=names, output_names=outputs,
+                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+
+
+def _quantize(src: Path, dest: Path) -> None:
+    """Dynamic int8: weights per output channel, activations quantized per call (no calibration, so no
+    sequence length is favoured). Signed int8 weights x uint8 activations is the VNNI kernel's format."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, checkpoint: Checkpoint, precision: str = "fp32", device: str = "cpu", threads: int | None = None):
+        if precision not in PRECISIONS:
+            raise InvalidArgumentError(f"the onnx backend offers precision {' or '.join(PRECISIONS)}, not {precision!r}", "precision")
+        if device != "cpu":
+            raise InvalidArgumentError(f"the onnx backend runs on the CPU only, not {device!r}", "device")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise InvalidArgumentError("the onnx backend needs onnxruntime: pip install 'sigserve[onnx]'", "backend") from exc
+        self.checkpoint, self.precision = checkpoint, precision
+        self.threads = threads or torch.get_num_threads()
+        tensors: dict[str, torch.Tensor] = {}
+        for f in weight_files(checkpoint.path):
+            tensors.update(mmap_safetensors(f))
+        self._pos_table = tensors["vision_model.embeddings.position_embedding.weight"].float()
+        self._tokens = tensors["text_model.embeddings.token_embedding.weight"].numpy()  # mmap'd, rows read on use
+        self._text_pos = tensors["text_model.embeddings.position_embedding.weight"].numpy()
+        self.logit_scale = float(tensors["logit_scale"].float().item())
+        self.logit_bias = float(tensors["logit_bias"].float().item())
+        self.dim = self._pos_table.shape[1]
+        self._vision = self._session(ensure_graph(checkpoint, "vision", precision))
+        self._text = None  # built on first use: an image-only service never holds the text graph
+        self._text_lock = threading.Lock()
+
+    def _session(self, path: Path):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    @functools.lru_cache(maxsize=512)
+    def _grid_positions(self, rows: int, cols: int) -> np.ndarray:
+        return resize_position_grid(self._pos_table, rows, cols).numpy()
+
+    def positions(self, spatial_shapes: np.ndarray, N: int) -> np.ndarray:
+        out = np.zeros((len(spatial_shapes), N, self.dim), np.float32)
+        for b, (rows, cols) in enumerate(spatial_shapes.tolist()):
+            out[b, : rows * cols] = self._grid_positions(int(rows), int(cols))
+        return out
+
+    def encode_images(self, pixel_values, attention_mask, spatial_shapes, with_features=False):
+        feeds = {"pixel_values": np.ascontiguousarray(pixel_values, np.float32),
+                 "attention_mask": np.ascontiguousarray(attention_mask, np.int32),
+                 "positions": self.positions(spatial_shapes, pixel_values.shape[1])}
+        outputs = ["pooled", "hidden"] if with_features else ["pooled"]
+        result = self._vision.run(outputs, feeds)
+        return result[0], (result[1] if with_features else None)
+
+    def encode_texts(self, input_ids):
+        with self._text_lock:
+            if self._text is None:
+                self._text = self._session(ensure_graph(self.checkpoint, "text", self.precision))
+        T = input_ids.shape[1]
+        embeddings = (self._tokens[input_ids] + self._text_pos[:T]).astype(np.float32, copy=False)
+        return self._text.run(["pooled"], {"embeddings": embeddings})[0]
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        return {"backend": self.name, "precision": self.precision, "device": "cpu", "threads": self.threads,
+                "onnxruntime": ort.__version__, "export_dir": str(export_dir(self.checkpoint))}

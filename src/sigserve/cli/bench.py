@@ -1,0 +1,220 @@
+"""`sigserve bench`: transformers and sigserve's backends on the SAME checkpoint, in the same run.
+
+Timings on a shared machine are noisy, so every configuration is timed interleaved (round-robin, one
+batch each, several rounds) and each reports its best round; the ratios within one run are the result.
+Alongside: a large fp32 matmul's GFLOP/s measured in the same run (the hardware ceiling), the fraction
+of it each configuration reaches, peak RSS in a fresh subprocess, and cost per 1k images.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import typer
+
+from sigserve.cli.common import DEFAULT_MODEL
+
+DEFAULT_CONFIGS = "transformers,torch:fp32,onnx:fp32,onnx:int8"
+PRICE_PER_HOUR = 0.085  # USD, a 2-vCPU AVX-512 cloud VM on demand (AWS c6i.large, us-east-1, 2025)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)
+
+
+def vision_gflop(n: int, d: int = 768, mlp: int = 3072, layers: int = 12, patch_dim: int = 768) -> float:
+    """Multiply-adds x2 of the vision tower at n patches: projections, MLP, attention, patch embedding, MAP head."""
+    per_layer = 8 * n * d * d + 4 * n * d * mlp + 4 * n * n * d
+    return (layers * per_layer + 2 * n * patch_dim * d + 4 * n * d * d + 4 * n * d + 4 * d * mlp) / 1e9
+
+
+def matmul_gflops(size: int = 2048, reps: int = 5) -> float:
+    """Best-of-reps fp32 GFLOP/s of one large square matmul: the ceiling every configuration is held to."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(reps))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def square_batch(batch: int, n: int, patch_dim: int = 768, seed: int = 0):
+    side = int(round(n**0.5))
+    rng = np.random.default_rng(seed)
+    pv = rng.uniform(-1, 1, (batch, side * side, patch_dim)).astype(np.float32)
+    return pv, np.ones((batch, side * side), np.int32), np.array([[side, side]] * batch, np.int64)
+
+
+class TransformersVision:
+    """transformers' Siglip2 vision and text towers (SDPA attention) on the same folder."""
+
+    def __init__(self, folder, torch_dtype=None):
+        import torch
+        from transformers import Siglip2TextModel, Siglip2VisionModel
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+        self.torch = torch
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.vision = Siglip2VisionModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+            self._folder, self._text = folder, None
+
+    def encode_images(self, pv, mask, shapes, with_features=False):
+        t = self.torch
+        with t.inference_mode():
+            out = self.vision(pixel_values=t.from_numpy(pv), pixel_attention_mask=t.from_numpy(mask),
+                              spatial_shapes=t.from_numpy(shapes))
+        return out.pooler_output.numpy(), None
+
+    def encode_texts(self, ids):
+        from transformers import Siglip2TextModel
+
+        if self._text is None:
+            self._text = Siglip2TextModel.from_pretrained(self._folder, attn_implementation="sdpa").eval()
+        with self.torch.inference_mode():
+            return self._text(input_ids=self.torch.from_numpy(ids)).pooler_output.numpy()
+
+
+def make_runner(spec: str, checkpoint):
+    """'transformers' or 'backend:precision' -> an object with encode_images / encode_texts."""
+    if spec == "transformers":
+        return TransformersVision(checkpoint.path)
+    from sigserve.backends import create_backend
+
+    name, _, precision = spec.partition(":")
+    return create_backend(name, checkpoint, precision=precision or "fp32")
+
+
+def interleaved(runners: dict, fn_name: str, args, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call for each runner, measured round-robin after one warm-up call each."""
+    times = {k: [] for k in runners}
+    for r in runners.values():
+        getattr(r, fn_name)(*args)
+    for _ in range(rounds):
+        for k, r in runners.items():
+            times[k].append(_timed(lambda: getattr(r, fn_name)(*args)))
+    return times
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float(np.max(1 - np.sum(a * b, axis=1)))
+
+
+def peak_rss_mb(folder: str, backend: str, precision: str, dummy: bool = False) -> float:
+    """Peak RSS (MB) of a fresh process that loads the model and embeds one 640x480 image. VmHWM, not
+    ru_maxrss: the latter keeps the parent's RSS across fork+exec on Linux."""
+    code = (
+        "import numpy as np, sigserve\n"
+        f"m = sigserve.load({folder!r}, dummy={dummy}, backend={backend!r}, precision={precision!r})\n"
+        "m.embed_images([np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)])\n"
+        "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024)\n"
+    )
+    if backend == "transformers":
+        code = (
+            "import torch, warnings\nwarnings.simplefilter('ignore')\n"
+            "from transformers import Siglip2Model\n"
+            f"m = Siglip2Model.from_pretrained({folder!r}).eval()\n"
+            "with torch.inference_mode(): m.vision_model(pixel_values=torch.randn(1, 256, 768), "
+            "pixel_attention_mask=torch.ones(1, 256, dtype=torch.int32), spatial_shapes=torch.tensor([[16, 16]]))\n"
+            "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024)\n"
+        )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: int = 256, rounds: int = 3,
+              text_batch: int = 64, rss: bool = True, price: float = PRICE_PER_HOUR, echo=print) -> dict:
+    """The whole comparison; returns the numbers as a dict and echoes a readable table as it goes."""
+    import torch
+
+    report = {"checkpoint": str(checkpoint.path), "threads": torch.get_num_threads(), "patches": patches,
+              "gflop_per_image": round(vision_gflop(patches), 2), "price_per_hour": price, "vision": [], "text": {}}
+    report["matmul_gflops_before"] = matmul_gflops()
+    echo(f"fp32 matmul peak (2048^3, {report['threads']} threads): {report['matmul_gflops_before']:.0f} GFLOP/s")
+    runners = {c: make_runner(c, checkpoint) for c in configs}
+    base = "transformers" if "transformers" in runners else configs[0]
+    ref_name = "torch:fp32" if "torch:fp32" in runners else base
+    for B in batch_sizes:
+        args = square_batch(B, patches)
+        outs = {k: r.encode_images(*args)[0] for k, r in runners.items()}
+        times = interleaved(runners, "encode_images", args, rounds)
+        for k, ts in times.items():
+            best = min(ts)
+            row = {"config": k, "batch": B, "images_per_s": B / best, "latency_ms": 1000 * best,
+                   "median_ms": 1000 * float(np.median(ts)), "vs_transformers": min(times[base]) / best,
+                   "distance_1_minus_cos": cosine_distance(outs[k], outs[ref_name]),
+                   "usd_per_1k_images": price / 3600 * 1000 * best / B}
+            report["vision"].append(row)
+        echo(f"\nvision tower, {patches} patches, batch {B} (best of {rounds} interleaved rounds):")
+        for row in report["vision"][-len(times):]:
+            echo(f"  {row['config']:<14} {row['images_per_s']:7.2f} img/s  {row['latency_ms']:8.0f} ms/batch  "
+                 f"x{row['vs_transformers']:.2f} vs transformers  1-cos {row['distance_1_minus_cos']:.1e}  "
+                 f"${row['usd_per_1k_images']:.4f}/1k img")
+    peak = report["matmul_gflops_after"] = matmul_gflops()
+    peak = max(peak, report["matmul_gflops_before"])
+    for row in report["vision"]:
+        row["fraction_of_fp32_matmul_peak"] = row["images_per_s"] * report["gflop_per_image"] / peak
+    echo(f"\nfp32 matmul peak after: {report['matmul_gflops_after']:.0f} GFLOP/s; fraction of the better peak "
+         f"({peak:.0f}) reached, best batch:")
+    for k in runners:
+        best_row = max((r for r in report["vision"] if r["config"] == k), key=lambda r: r["images_per_s"])
+        echo(f"  {k:<14} {best_row['images_per_s']:6.2f} img/s at batch {best_row['batch']}: "
+             f"{100 * best_row['fraction_of_fp32_matmul_peak']:.0f}% of peak")
+    if text_batch:
+        ids = np.random.default_rng(0).integers(5, 300, (text_batch, 64)).astype(np.int64)
+        times = interleaved(runners, "encode_texts", (ids,), rounds)
+        echo(f"\ntext tower, batch {text_batch} x 64 tokens:")
+        for k, ts in times.items():
+            report["text"][k] = {"texts_per_s": text_batch / min(ts), "vs_transformers": min(times[base]) / min(ts)}
+            echo(f"  {k:<14} {text_batch / min(ts):7.1f} texts/s  x{min(times[base]) / min(ts):.2f} vs transformers")
+    del runners
+    if rss:
+        report["peak_rss_mb"] = {}
+        echo("\npeak RSS, fresh process, load + embed one image:")
+        for c in configs:
+            name, _, precision = c.partition(":")
+            mb = peak_rss_mb(str(checkpoint.path), name, precision or "fp32")
+            report["peak_rss_mb"][c] = mb
+            echo(f"  {c:<14} {mb:6.0f} MB")
+    return report
+
+
+def bench(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint folder; without one, the base "
+                              "architecture with random weights (a dummy checkpoint)."),
+    configs: str = typer.Option(DEFAULT_CONFIGS, "--configs", help="Comma list: transformers, torch:fp32, onnx:fp32, onnx:int8."),
+    batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Comma list of vision batch sizes."),
+    max_num_patches: int = typer.Option(256, "--max-num-patches", help="Patches per image (a square grid)."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved timing rounds per configuration."),
+    text_batch: int = typer.Option(64, "--text-batch", help="Text batch size (0 skips the text tower)."),
+    rss: bool = typer.Option(True, "--rss/--no-rss", help="Measure peak RSS in fresh subprocesses."),
+    price: float = typer.Option(PRICE_PER_HOUR, "--price-per-hour", help="USD per machine-hour, for cost per 1k images."),
+    json_out: str = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+):
+    """Benchmark sigserve's backends against transformers on one checkpoint (a benchmark, not a test)."""
+    from pathlib import Path
+
+    from sigserve.dummy import dummy_checkpoint
+    from sigserve.weights import resolve
+
+    checkpoint = resolve(model) if Path(model).expanduser().is_dir() else dummy_checkpoint(model)
+    typer.echo(f"checkpoint: {checkpoint.path} ({checkpoint.source})")
+    report = run_bench(checkpoint, [c.strip() for c in configs.split(",") if c.strip()],
+                       [int(b) for b in batch_sizes.split(",")], max_num_patches, rounds, text_batch, rss, price,
+                       echo=typer.echo)
+    if json_out:
+        Path(json_out).write_text(json.dumps(report, indent=2))

@@ -1,0 +1,143 @@
+"""Backends agree with the reference torch backend: ONNX fp32 to 1e-5 (padded mixed-grid batches
+included: the mask must reach attention), int8 within a stated distance; exported graphs are cached
+per checkpoint fingerprint and rebuilt when the weights change; bad selections are refused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+import sigserve
+from sigserve.backends import check_selection, create_backend, default_backend
+from sigserve.images import pack
+
+pytest.importorskip("onnxruntime")
+from sigserve.backends import onnx as onnx_backend  # noqa: E402
+
+TOL = 1e-5
+INT8_MAX_COSINE_DISTANCE = 1e-2  # measured 2e-4 on this tiny random model; full size in docs/benchmarks.md
+
+
+@pytest.fixture(scope="module")
+def torch_model(tiny_checkpoint):
+    return sigserve.load(tiny_checkpoint, backend="torch")
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tiny_checkpoint):
+    return sigserve.load(tiny_checkpoint, backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def mixed_patches(torch_model, photos):
+    """Photos of different aspect ratios, so one batch mixes grids and pads most images."""
+    return [torch_model.preprocess(im, None, 64) for im in photos.values()]
+
+
+def cosine_distance(a, b):
+    a, b = a / np.linalg.norm(a, axis=-1, keepdims=True), b / np.linalg.norm(b, axis=-1, keepdims=True)
+    return float(np.max(1 - (a * b).sum(-1)))
+
+
+def test_onnx_fp32_matches_torch_on_padded_mixed_batches(torch_model, onnx_model, mixed_patches):
+    assert len({p.num_patches for p in mixed_patches}) > 2  # really mixed: several lengths, so padding
+    ref_pooled, ref_grids = torch_model.encode_patches(mixed_patches, with_features=True)
+    pooled, grids = onnx_model.encode_patches(mixed_patches, with_features=True)
+    assert np.abs(pooled - ref_pooled).max() <= TOL
+    for a, b in zip(grids, ref_grids):
+        assert a.shape == b.shape and np.abs(a - b).max() <= TOL
+    # Each image alone (no padding) gives the same as inside the padded batch: the mask is wired.
+    alone = np.concatenate([onnx_model.encode_patches([p])[0] for p in mixed_patches])
+    assert np.abs(alone - pooled).max() <= TOL
+
+
+@pytest.mark.parametrize("L", [16, 256, 1024])
+def test_onnx_fp32_any_grid_and_length(torch_model, onnx_model, photos, L):
+    images = [photos["rocket"], photos["china"], photos["camera_gray"]]
+    ref = torch_model.embed_images(images, max_num_patches=L, normalize=False)
+    assert np.abs(onnx_model.embed_images(images, max_num_patches=L, normalize=False) - ref).max() <= TOL
+
+
+def test_onnx_fp32_text_and_scores_match_torch(torch_model, onnx_model, photos):
+    texts = ["a photo of a cat", "", "ΣΟΦΟΣ 日本語 " * 20]  # empty and truncated texts included
+    assert np.abs(onnx_model.embed_texts(texts, normalize=False) - torch_model.embed_texts(texts, normalize=False)).max() <= TOL
+    images = [photos["coffee"], photos["astronaut"]]
+    assert np.abs(onnx_model.score(images, texts) - torch_model.score(images, texts)).max() <= TOL
+    assert onnx_model.backend.logit_bias == torch_model.backend.logit_bias
+
+
+def test_int8_is_close_but_not_exact(tiny_checkpoint, torch_model, mixed_patches):
+    int8 = sigserve.load(tiny_checkpoint, backend="onnx", precision="int8")
+    ref, _ = torch_model.encode_patches(mixed_patches)
+    got, _ = int8.encode_patches(mixed_patches)
+    assert 0 < cosine_distance(got, ref) <= INT8_MAX_COSINE_DISTANCE
+    texts = ["a photo of a cat", "a rocket"]
+    assert cosine_distance(int8.embed_texts(texts), torch_model.embed_texts(texts)) <= INT8_MAX_COSINE_DISTANCE
+    assert "int8" in repr(int8)
+
+
+def test_torch_backend_unpadded_fast_path_equals_padded_path(torch_model, mixed_patches):
+    p = mixed_patches[0]
+    alone, _ = torch_model.encode_patches([p])  # no padding: attention runs with no mask
+    padded = torch_model.backend.encode_images(*pack([p], length=p.num_patches + 9))[0]
+    assert np.abs(alone - padded).max() <= TOL
+
+
+def test_export_is_cached_and_rebuilt_when_weights_change(tiny_checkpoint, tmp_path, photos, monkeypatch):
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # a fingerprint of its own (copies keep the mtime)
+    first = sigserve.load(folder, backend="onnx")
+    first_dir = onnx_backend.export_dir(first.checkpoint)
+    graphs = sorted(first_dir.glob("*.onnx"))
+    assert [g.name for g in graphs] == [f"vision.{onnx_backend.EXPORT_VERSION}.fp32.onnx"]  # text: on first use
+    before = first.embed_images([photos["coffee"]])
+
+    def no_export(*args):
+        raise AssertionError("re-exported although the cached graph is current")
+
+    monkeypatch.setattr(onnx_backend, "_export", no_export)
+    again = sigserve.load(folder, backend="onnx")  # same weights: the cached graph is reused
+    assert np.array_equal(again.embed_images([photos["coffee"]]), before)
+    monkeypatch.undo()
+
+    state = load_file(folder / "model.safetensors")
+    state["vision_model.post_layernorm.weight"] = state["vision_model.post_layernorm.weight"] * 2 + 0.5
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    changed = sigserve.load(folder, backend="onnx")
+    assert onnx_backend.export_dir(changed.checkpoint) != first_dir
+    reference = sigserve.load(folder, backend="torch").embed_images([photos["coffee"]], normalize=False)
+    after = changed.embed_images([photos["coffee"]], normalize=False)
+    assert np.abs(after - reference).max() <= TOL
+    assert not np.allclose(changed.embed_images([photos["coffee"]]), before)
+
+
+@pytest.mark.parametrize("backend, precision, device, param", [
+    ("tensorrt", "fp32", "cpu", "backend"),
+    ("torch", "fp64", "cpu", "precision"),
+    ("torch", "int8", "cpu", "precision"),  # int8 is the onnx backend's
+    ("torch", "bf16", "cpu", "precision"),  # bf16 is slower than fp32 on these CPUs: CUDA only
+    ("onnx", "bf16", "cpu", "precision"),
+    ("onnx", "fp32", "cuda", "device"),
+])
+def test_unknown_or_unsupported_selections_are_refused(tiny_checkpoint, backend, precision, device, param):
+    with pytest.raises(sigserve.InvalidArgumentError) as err:
+        check_selection(backend, precision, device)
+    assert err.value.param == param
+    with pytest.raises(sigserve.InvalidArgumentError):
+        sigserve.load(tiny_checkpoint, backend=backend, precision=precision, device=device)
+
+
+def test_default_backend_and_the_torch_path_without_onnxruntime(tiny_checkpoint, monkeypatch, photos):
+    assert default_backend("cpu") == "onnx" and default_backend("cuda") == "torch"
+    assert sigserve.load(tiny_checkpoint).backend.name == "onnx"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: import fails
+    assert default_backend("cpu") == "torch"
+    model = sigserve.load(tiny_checkpoint)
+    assert model.backend.name == "torch" and model.embed_images([photos["coffee"]]).shape == (1, 64)
+    with pytest.raises(sigserve.InvalidArgumentError, match="onnxruntime"):
+        create_backend("onnx", model.checkpoint)
