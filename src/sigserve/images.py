@@ -71,13 +71,18 @@ def naflex_size(height: int, width: int, max_num_patches: int, patch: int = PATC
 
 
 def open_image(item, index: int | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               exif_transpose: bool = True) -> Image.Image:
+               exif_transpose: bool = True, draft_max_num_patches: int | None = None) -> Image.Image:
     """A path, bytes, PIL image or (H, W[, 3|4]) uint8 array -> a decoded RGB PIL image.
-    Raises ImageDecodeError / ImageTooLargeError naming `index`."""
+    Raises ImageDecodeError / ImageTooLargeError naming `index`.
+    `draft_max_num_patches`: for a JPEG much larger than its NaFlex target at that many patches, decode
+    at a reduced DCT scale (1/2..1/8, still at least twice the target per side). Faster, but no longer
+    bit-exact with the reference preprocessing (docs/benchmarks.md gives the distance): opt-in."""
     image = _open(item, index)
     if image.width * image.height > max_pixels:
         raise ImageTooLargeError(index, f"image has {image.width}x{image.height} pixels, more than the limit of {max_pixels}")
     try:
+        if draft_max_num_patches and image.format == "JPEG":
+            _draft(image, draft_max_num_patches, exif_transpose)
         image.load()  # decode now, so that truncated or corrupt data fails here, with its index
         if exif_transpose:
             image = ImageOps.exif_transpose(image)
@@ -86,6 +91,18 @@ def open_image(item, index: int | None = None, *, max_pixels: int = DEFAULT_MAX_
         raise ImageTooLargeError(index, str(exc)) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(index, f"cannot decode image: {exc}") from exc
+
+
+def _draft(image: Image.Image, max_num_patches: int, exif_transpose: bool) -> None:
+    """Ask the JPEG decoder for the smallest DCT scale that keeps both sides >= 2x the NaFlex target
+    (so the antialiased resize still averages over real pixels). No-op when the target is not much smaller."""
+    transposed = exif_transpose and image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # rotated by 90 degrees
+    h, w = (image.width, image.height) if transposed else (image.height, image.width)
+    th, tw = naflex_size(h, w, max_num_patches)
+    if transposed:
+        th, tw = tw, th
+    if image.width >= 4 * tw and image.height >= 4 * th:  # at least one halving step is possible
+        image.draft(image.mode, (2 * tw, 2 * th))
 
 
 def _open(item, index: int | None) -> Image.Image:

@@ -9,6 +9,7 @@ of it each configuration reaches, peak RSS in a fresh subprocess, and cost per 1
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -31,16 +32,6 @@ def vision_gflop(n: int, d: int = 768, mlp: int = 3072, layers: int = 12, patch_
     """Multiply-adds x2 of the vision tower at n patches: projections, MLP, attention, patch embedding, MAP head."""
     per_layer = 8 * n * d * d + 4 * n * d * mlp + 4 * n * n * d
     return (layers * per_layer + 2 * n * patch_dim * d + 4 * n * d * d + 4 * n * d + 4 * d * mlp) / 1e9
-
-
-def matmul_gflops(size: int = 2048, reps: int = 5) -> float:
-    """Best-of-reps fp32 GFLOP/s of one large square matmul: the ceiling every configuration is held to."""
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(reps))
-    return 2 * size**3 / best / 1e9
 
 
 def _timed(fn) -> float:
@@ -97,13 +88,32 @@ def make_runner(spec: str, checkpoint):
     return create_backend(name, checkpoint, precision=precision or "fp32")
 
 
-def interleaved(runners: dict, fn_name: str, args, rounds: int) -> dict[str, list[float]]:
+class MatmulProbe:
+    """A large fp32 matmul timed between the configurations' calls, so that the peak is sampled under
+    the same machine load as they are (the best sample is the ceiling)."""
+
+    def __init__(self, size: int = 2048):
+        import torch
+
+        self.a, self.b, self.flop, self.samples = torch.randn(size, size), torch.randn(size, size), 2 * size**3, []
+
+    def sample(self):
+        self.samples.append(self.flop / min(_timed(lambda: self.a @ self.b) for _ in range(2)) / 1e9)
+
+    @property
+    def peak(self) -> float:
+        return max(self.samples)
+
+
+def interleaved(runners: dict, fn_name: str, args, rounds: int, probe: MatmulProbe | None = None) -> dict[str, list[float]]:
     """Seconds per call for each runner, measured round-robin after one warm-up call each."""
     times = {k: [] for k in runners}
     for r in runners.values():
         getattr(r, fn_name)(*args)
     for _ in range(rounds):
         for k, r in runners.items():
+            if probe:
+                probe.sample()
             times[k].append(_timed(lambda: getattr(r, fn_name)(*args)))
     return times
 
@@ -143,15 +153,17 @@ def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: i
 
     report = {"checkpoint": str(checkpoint.path), "threads": torch.get_num_threads(), "patches": patches,
               "gflop_per_image": round(vision_gflop(patches), 2), "price_per_hour": price, "vision": [], "text": {}}
-    report["matmul_gflops_before"] = matmul_gflops()
-    echo(f"fp32 matmul peak (2048^3, {report['threads']} threads): {report['matmul_gflops_before']:.0f} GFLOP/s")
+    report["load_average_before"] = os.getloadavg()
+    echo(f"{report['threads']} threads; load average {report['load_average_before'][0]:.2f} "
+         "(a shared machine: compare within this run only)")
+    probe = MatmulProbe()
     runners = {c: make_runner(c, checkpoint) for c in configs}
     base = "transformers" if "transformers" in runners else configs[0]
     ref_name = "torch:fp32" if "torch:fp32" in runners else base
     for B in batch_sizes:
         args = square_batch(B, patches)
         outs = {k: r.encode_images(*args)[0] for k, r in runners.items()}
-        times = interleaved(runners, "encode_images", args, rounds)
+        times = interleaved(runners, "encode_images", args, rounds, probe)
         for k, ts in times.items():
             best = min(ts)
             row = {"config": k, "batch": B, "images_per_s": B / best, "latency_ms": 1000 * best,
@@ -164,12 +176,11 @@ def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: i
             echo(f"  {row['config']:<14} {row['images_per_s']:7.2f} img/s  {row['latency_ms']:8.0f} ms/batch  "
                  f"x{row['vs_transformers']:.2f} vs transformers  1-cos {row['distance_1_minus_cos']:.1e}  "
                  f"${row['usd_per_1k_images']:.4f}/1k img")
-    peak = report["matmul_gflops_after"] = matmul_gflops()
-    peak = max(peak, report["matmul_gflops_before"])
+    peak = report["matmul_peak_gflops"] = probe.peak
     for row in report["vision"]:
         row["fraction_of_fp32_matmul_peak"] = row["images_per_s"] * report["gflop_per_image"] / peak
-    echo(f"\nfp32 matmul peak after: {report['matmul_gflops_after']:.0f} GFLOP/s; fraction of the better peak "
-         f"({peak:.0f}) reached, best batch:")
+    echo(f"\nfp32 matmul peak (2048^3, best of {len(probe.samples)} samples taken between the calls): "
+         f"{peak:.0f} GFLOP/s; fraction of it reached at {report['gflop_per_image']} GFLOP/image, best batch:")
     for k in runners:
         best_row = max((r for r in report["vision"] if r["config"] == k), key=lambda r: r["images_per_s"])
         echo(f"  {k:<14} {best_row['images_per_s']:6.2f} img/s at batch {best_row['batch']}: "
@@ -181,6 +192,7 @@ def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: i
         for k, ts in times.items():
             report["text"][k] = {"texts_per_s": text_batch / min(ts), "vs_transformers": min(times[base]) / min(ts)}
             echo(f"  {k:<14} {text_batch / min(ts):7.1f} texts/s  x{min(times[base]) / min(ts):.2f} vs transformers")
+    report["load_average_after"] = os.getloadavg()
     del runners
     if rss:
         report["peak_rss_mb"] = {}
