@@ -7,7 +7,8 @@
 
 from sigserve.errors import (ImageDecodeError, ImageTooLargeError, InputError, InvalidArgumentError, ModelLoadError,
                              SigserveError, TextInputError)
-from sigserve.pipeline import DEFAULT_TEMPLATE, Pipeline, load
+from sigserve.pipeline import Pipeline, load
+from sigserve.prompts import DEFAULT_TEMPLATE
 
 __version__ = "0.1.0"
 

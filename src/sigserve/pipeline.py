@@ -19,11 +19,11 @@ from sigserve.dummy import dummy_checkpoint
 from sigserve.errors import InvalidArgumentError
 from sigserve.images import DEFAULT_MAX_PIXELS, Patches, check_max_num_patches, open_image, pack, to_patches
 from sigserve.model import Siglip2
+from sigserve.prompts import build_prompts, check_templates, class_embeddings
 from sigserve.scoring import l2_normalize, sigmoid_probabilities
 from sigserve.tokenizer import TextTokenizer, TokenBatch
 from sigserve.weights import Checkpoint, resolve
 
-DEFAULT_TEMPLATE = "This is a photo of {}."
 BUCKET_BATCHES = 4  # images are sorted by patch count within windows of this many batches (less padding)
 MAX_WINDOW = 64  # images per window at most: bounds the patches held (and prefetched) in memory
 PREFETCH_WORKERS = 2  # threads decoding the next window while the current one is inferred
@@ -140,13 +140,9 @@ class Pipeline:
 
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
         """(L, D): per label the mean of its L2-normalised prompt embeddings, re-normalised."""
-        templates = list(templates) if templates else [DEFAULT_TEMPLATE]
-        for i, t in enumerate(templates):
-            if not isinstance(t, str) or "{}" not in t:
-                raise InvalidArgumentError(f"templates[{i}] must be a string containing '{{}}'", "templates")
-        prompts = [t.replace("{}", str(label)) for label in labels for t in templates]
-        emb = self.cached_text_embeddings(prompts).reshape(len(labels), len(templates), -1)
-        return l2_normalize(emb.mean(axis=1))
+        templates = check_templates(templates)
+        prompts = build_prompts(labels, templates)
+        return class_embeddings(self.cached_text_embeddings(prompts).reshape(len(labels), len(templates), -1))
 
     def cached_text_embeddings(self, texts: list[str]) -> np.ndarray:
         """Normalised text embeddings through a bounded LRU cache (fixed label sets cost nothing)."""
