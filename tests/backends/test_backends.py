@@ -88,6 +88,28 @@ def test_torch_backend_unpadded_fast_path_equals_padded_path(torch_model, mixed_
     assert np.abs(alone - padded).max() <= TOL
 
 
+def test_uint8_pixels_are_normalised_exactly_where_they_enter_each_backend(torch_model, onnx_model, mixed_patches):
+    """pack() gives uint8; each backend applies images.LUT itself (torch: a gather from its LUT tensor,
+    on the GPU for CUDA; onnx: on the host). Same values as normalising first, so the same outputs."""
+    import torch
+
+    from sigserve.images import LUT, normalize
+
+    every = np.arange(256, dtype=np.uint8).reshape(1, 1, 256)
+    assert np.array_equal(normalize(every), LUT[None, None])
+    for given in (every, torch.from_numpy(every)):  # host numpy, or a tensor (already on the device)
+        got = torch_model.backend.pixels(given).float().cpu().numpy()
+        assert np.array_equal(got, LUT[None, None])
+    pixel_values, mask, shapes = pack(mixed_patches)
+    assert pixel_values.dtype == np.uint8 and all(p.pixels.dtype == np.uint8 for p in mixed_patches)
+    for model in (torch_model, onnx_model):
+        from_uint8 = model.backend.encode_images(pixel_values, mask, shapes)[0]
+        from_float = model.backend.encode_images(normalize(pixel_values), mask, shapes)[0]
+        assert np.array_equal(from_uint8, from_float)
+    with pytest.raises(TypeError):
+        normalize(pixel_values.astype(np.int32))
+
+
 def test_export_is_cached_and_rebuilt_when_weights_change(tiny_checkpoint, tmp_path, photos, monkeypatch):
     folder = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
     os.utime(folder / "model.safetensors", ns=(1, 1))  # a fingerprint of its own (copies keep the mtime)

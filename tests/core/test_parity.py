@@ -58,17 +58,33 @@ def test_awkward_images(tiny_model, oracle, awkward, L):
 
 
 def test_preprocessed_arrays_equal_the_oracle(tiny_model, oracle, photos, awkward):
-    from sigserve.images import pack
+    """Patches and packed batches hold the resized uint8 values; normalised through images.LUT (as every
+    backend does where a batch enters it, on the host or the GPU) they equal the oracle's float32
+    pixel_values exactly, on every valid patch. Padding rows are masked, so their value never counts."""
+    import torch
+
+    from sigserve.images import normalize, pack
 
     items = list(photos.values()) + list(awkward.values())
     for L in LENGTHS:
         patches = [tiny_model.preprocess(item, i, L) for i, item in enumerate(items)]
+        assert all(p.pixels.dtype == np.uint8 for p in patches)
         pixel_values, mask, shapes = pack(patches, length=L)
+        assert pixel_values.dtype == np.uint8
         rgb = [im.convert("RGB") for im in photos.values()] + [oracle_rgb(b) for b in awkward.values()]
         ref = oracle.preprocess(rgb, L)
         assert np.array_equal(shapes, ref["spatial_shapes"].numpy())
         assert np.array_equal(mask, ref["pixel_attention_mask"].numpy())
-        assert np.abs(pixel_values - ref["pixel_values"].numpy()).max() == 0.0
+        valid = mask.astype(bool)
+        ref_pixels = ref["pixel_values"].numpy()
+        assert ref_pixels.dtype == np.float32 and not ref_pixels[~valid].any()  # the oracle pads with 0.0
+        host = normalize(pixel_values)
+        assert host.dtype == np.float32 and np.array_equal(host[valid], ref_pixels[valid])
+        # The torch backend's own path (a gather from its LUT tensor: on the GPU for CUDA), bit for bit.
+        backend = tiny_model.backend
+        if hasattr(backend, "pixels"):
+            gathered = backend.pixels(torch.from_numpy(pixel_values)).float().cpu().numpy()
+            assert np.array_equal(gathered[valid], ref_pixels[valid])
 
 
 TEXTS = ["a photo of a cat", "A PHOTO OF A CAT", "Ein Hund läuft im Park", "ΣΟΦΟΣ σοφός Ελληνικά",

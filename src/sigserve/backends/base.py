@@ -1,7 +1,9 @@
 """The backend interface: batched arrays in, pooled embeddings (and patch features) out.
 
-Backends see only tensors: preprocessing, tokenization, normalisation and scoring live above them,
-so every backend is compared on exactly the same inputs.
+Backends see only tensors: preprocessing, tokenization and scoring live above them, so every backend
+is compared on exactly the same inputs. One step of preprocessing is theirs: pixel values arrive as
+the resized uint8 values (images.pack), and each backend normalises them with images.LUT where the
+batch enters it (images.normalize on the host, or a gather on the device), bit-exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ class Backend(Protocol):
 
     def encode_images(self, pixel_values: np.ndarray, attention_mask: np.ndarray, spatial_shapes: np.ndarray,
                       with_features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """(B, N, P) float32, (B, N) int, (B, 2) int64 -> raw pooled (B, D), and (B, N, D) features if asked."""
+        """(B, N, P) uint8 (floating point: already normalised), (B, N) int, (B, 2) int64 -> raw pooled
+        (B, D), and (B, N, D) features if asked."""
         ...
 
     def encode_texts(self, input_ids: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ What lives outside the graphs, on purpose:
   dynamic batch and sequence length serves every aspect ratio;
 - the text token embedding (256000 x 768, 786 MB): looked up in the memory-mapped checkpoint, so the
   few rows used are all that is ever read, and the text graph stays at the encoder's 340 MB.
+Pixels arrive as uint8 (images.pack) and are normalised on the host through images.LUT, chunk by
+chunk, before ORT sees them (the graph takes float32, exactly as before).
 The padding mask is an explicit input turned into an additive bias inside the graph (ORT's attention
 fusion is deliberately not applied: it drops an unwired mask, see docs/benchmarks.md).
 
@@ -31,6 +33,7 @@ from torch import nn
 
 from sigserve.dummy import cache_root
 from sigserve.errors import InvalidArgumentError, ModelLoadError
+from sigserve.images import normalize
 from sigserve.model import resize_position_grid
 from sigserve.weights import Checkpoint, load_model, mmap_safetensors, weight_files
 
@@ -259,7 +262,8 @@ class OnnxBackend:
         for i in range(0, B, chunk):
             mask = np.ascontiguousarray(attention_mask[i: i + chunk], np.int32)
             n = int(mask.sum(1).max())
-            feeds = {"pixel_values": np.ascontiguousarray(pixel_values[i: i + chunk, :n], np.float32),
+            # uint8 -> float32 through images.LUT here, per chunk (only its own rows are ever float32).
+            feeds = {"pixel_values": normalize(np.ascontiguousarray(pixel_values[i: i + chunk, :n])),
                      "attention_mask": np.ascontiguousarray(mask[:, :n]),
                      "positions": self.positions(spatial_shapes[i: i + chunk], n)}
             result = self._vision.run(outputs, feeds)

@@ -2,39 +2,104 @@
 
 The vision forward is driven from here rather than through VisionTransformer.forward, for two
 serving-only savings that leave the arithmetic unchanged: resized position embeddings are cached per
-(rows, cols) grid, and a batch without padding runs attention with no mask at all (SDPA then picks
-its fastest kernel: flash attention on CUDA)."""
+(rows, cols) grid (on the model's device, in its dtype), and a batch without padding runs attention with
+no mask at all (SDPA then picks its fastest kernel: flash attention on CUDA).
+
+Pixels arrive as uint8 (images.pack) and are normalised here through images.LUT: on the host for the
+CPU, and on CUDA by a gather from a device-resident copy of LUT (in the model's dtype), after the uint8
+batch crossed PCIe: 4x fewer bytes than float32 (a plain copy: measured faster than our page-locked
+staging, see TRANSFERS). The values are bit-identical to normalising on the host. Float input is taken as already normalised."""
 
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 import torch
 
+from sigserve.images import LUT, normalize
 from sigserve.model import resize_position_grid
 from sigserve.weights import Checkpoint, load_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# How a host uint8 batch reaches CUDA. "pageable" (a plain copy) is the default: on an H200 it beat "staged"
+# end to end by 5-8% at batch 8-128 (bench/results/gpu2.log), the driver's own staging being faster than ours.
+TRANSFERS = ("pageable", "staged")
+
+
+class StagedUploader:
+    """Host arrays -> one CUDA device through a reused page-locked buffer, in chunks, so that the host
+    copy of chunk k+1 into the buffer overlaps the DMA of chunk k. Not the default: measured slower than
+    a plain pageable copy (1.22 vs 1.00 ms for 12.6 MB on an H200, bench/results/gpu2.log).
+    Thread-safe: a lock covers the buffer, and an event recorded after the last DMA keeps the next
+    caller from overwriting it early."""
+
+    CHUNK = 1 << 21  # bytes per DMA
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._buf: torch.Tensor | None = None
+        self._view: np.ndarray | None = None
+        self._done: torch.cuda.Event | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, a: np.ndarray) -> torch.Tensor:
+        """A uint8 array -> the same values on the device (the DMAs are queued on the current stream)."""
+        a = np.ascontiguousarray(a, dtype=np.uint8)
+        flat = a.reshape(-1)
+        n = flat.size
+        out = torch.empty(n, dtype=torch.uint8, device=self.device)
+        with self._lock:
+            if self._done is not None:
+                self._done.synchronize()
+            if self._buf is None or self._buf.numel() < n:
+                self._buf = self._view = None
+                self._buf = torch.empty(n + n // 4, dtype=torch.uint8, pin_memory=True)
+                self._view = self._buf.numpy()
+            for s in range(0, n, self.CHUNK):
+                e = min(n, s + self.CHUNK)
+                self._view[s:e] = flat[s:e]
+                out[s:e].copy_(self._buf[s:e], non_blocking=True)
+            self._done = torch.cuda.Event()
+            self._done.record()
+        return out.view(a.shape)
 
 
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, checkpoint: Checkpoint, precision: str = "fp32", device: str = "cpu"):
+    def __init__(self, checkpoint: Checkpoint, precision: str = "fp32", device: str = "cpu",
+                 transfer: str = "pageable", compile: bool = False):
+        """`transfer`: how a uint8 batch reaches a CUDA device ("pageable" or "staged"; ignored on CPU).
+        `compile=True` (opt-in): torch.compile the vision encoder; the first calls per new batch shape
+        compile (about 10 s each on an H200), and it measured no faster there (docs/benchmarks.md)."""
+        if transfer not in TRANSFERS:
+            raise ValueError(f"transfer must be one of {TRANSFERS}, not {transfer!r}")
         self.precision = precision
         self.device = torch.device(device)
         self.dtype = DTYPES[precision]
         self.model = load_model(checkpoint, self.dtype).to(self.device)
         self.logit_scale = float(self.model.logit_scale.float().item())
         self.logit_bias = float(self.model.logit_bias.float().item())
+        self.cuda = self.device.type == "cuda"
+        self.transfer = transfer if self.cuda else "host"
+        self._lut = torch.from_numpy(LUT.copy()).to(self.device, self.dtype)  # exact LUT, then cast: as cast after
+        self._upload = StagedUploader(self.device) if self.transfer == "staged" else None
+        self.compiled = bool(compile)
+        if compile:
+            v = self.model.vision_model
+            v.encoder = torch.compile(v.encoder)
 
     @functools.lru_cache(maxsize=512)
     def _grid_positions(self, rows: int, cols: int) -> torch.Tensor:
         return resize_position_grid(self.model.vision_model.embeddings.position_embedding.weight, rows, cols)
 
     def _positions(self, spatial_shapes: np.ndarray, B: int, N: int) -> torch.Tensor:
-        grids = [self._grid_positions(int(r), int(c)) for r, c in spatial_shapes.tolist()]
+        shapes = [(int(r), int(c)) for r, c in np.asarray(spatial_shapes).tolist()]
+        if len(set(shapes)) == 1 and shapes[0][0] * shapes[0][1] == N:
+            return self._grid_positions(*shapes[0])  # (N, D), broadcast over the batch
+        grids = [self._grid_positions(r, c) for r, c in shapes]
         if all(g.shape[0] == N for g in grids):
             return torch.stack(grids)
         out = grids[0].new_zeros(B, N, grids[0].shape[1])
@@ -42,12 +107,31 @@ class TorchBackend:
             out[b, : g.shape[0]] = g
         return out
 
+    def pixels(self, pixel_values) -> torch.Tensor:
+        """(B, N, P) uint8 pixel values (numpy, or a tensor on any device) -> normalised, in the model's
+        dtype, on its device. Floating-point input is taken as already normalised."""
+        if isinstance(pixel_values, torch.Tensor):
+            if pixel_values.dtype == torch.uint8:
+                return self._gather(pixel_values.to(self.device, non_blocking=True))
+            return pixel_values.to(self.device, self.dtype, non_blocking=True)
+        pixel_values = np.asarray(pixel_values)
+        if not self.cuda or pixel_values.dtype != np.uint8:
+            return torch.from_numpy(normalize(pixel_values)).to(self.device, self.dtype)
+        if self._upload is not None:
+            x = self._upload(pixel_values)
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device)
+        return self._gather(x)
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 on the device -> LUT values in the model's dtype (int32 indices: index_select takes them as is)."""
+        return self._lut.index_select(0, x.reshape(-1).int()).view(x.shape)
+
     @torch.inference_mode()
     def encode_images(self, pixel_values, attention_mask, spatial_shapes, with_features=False):
         v = self.model.vision_model
         B, N, _ = pixel_values.shape
-        x = torch.as_tensor(pixel_values).to(self.device, self.dtype, non_blocking=True)  # numpy, or tensors
-        x = v.embeddings.patch_embedding(x) + self._positions(spatial_shapes, B, N)
+        x = v.embeddings.patch_embedding(self.pixels(pixel_values)) + self._positions(spatial_shapes, B, N)
         padded = not bool(attention_mask.all())
         key_mask = torch.as_tensor(attention_mask).to(self.device).bool()[:, None, None, :] if padded else None
         x = v.post_layernorm(v.encoder(x, key_mask))
@@ -60,7 +144,7 @@ class TorchBackend:
 
     def describe(self) -> dict:
         return {"backend": self.name, "precision": self.precision, "device": str(self.device),
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "transfer": self.transfer, "compiled": self.compiled}
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

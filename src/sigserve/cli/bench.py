@@ -41,9 +41,10 @@ def _timed(fn) -> float:
 
 
 def square_batch(batch: int, n: int, patch_dim: int = 768, seed: int = 0):
+    """A packed batch as images.pack gives it: (B, N, P) uint8 pixel values (not normalised), mask, shapes."""
     side = int(round(n**0.5))
     rng = np.random.default_rng(seed)
-    pv = rng.uniform(-1, 1, (batch, side * side, patch_dim)).astype(np.float32)
+    pv = rng.integers(0, 256, (batch, side * side, patch_dim), dtype=np.uint8)
     return pv, np.ones((batch, side * side), np.int32), np.array([[side, side]] * batch, np.int64)
 
 
@@ -63,9 +64,11 @@ class TransformersVision:
             self._folder, self._text = folder, None
 
     def encode_images(self, pv, mask, shapes, with_features=False):
+        from sigserve.images import normalize
+
         t = self.torch
-        with t.inference_mode():
-            out = self.vision(pixel_values=t.from_numpy(pv), pixel_attention_mask=t.from_numpy(mask),
+        with t.inference_mode():  # normalised here, as our backends do (transformers' processor would)
+            out = self.vision(pixel_values=t.from_numpy(normalize(pv)), pixel_attention_mask=t.from_numpy(mask),
                               spatial_shapes=t.from_numpy(shapes))
         return out.pooler_output.numpy(), None
 
