@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path[:0] = [str(Path(__file__).parents[1] / "tests"), str(Path(__file__).parents[1] / "tests" / "core")]
 from checkpoints import make_checkpoint  # noqa: E402
-from conftest import Oracle, _photos  # noqa: E402
+from oracle import Oracle, real_photos  # noqa: E402
 from images_for_tests import awkward_images  # noqa: E402
 from test_parity import TEXTS, oracle_rgb  # noqa: E402
 
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.checkpoint or make_checkpoint(Path(tempfile.mkdtemp()) / "ckpt", args.size)
     model, oracle = sigserve.load(folder), Oracle(folder)
-    photos = _photos()
+    photos = real_photos()
     awkward = awkward_images(photos["chelsea"])
     items = list(photos.values()) + list(awkward.values())
     rgb = [im.convert("RGB") for im in photos.values()] + [oracle_rgb(b) for b in awkward.values()]

@@ -24,7 +24,7 @@ def test_runtime_never_imports_transformers(tiny_checkpoint):
 def test_full_size_parity(tmp_path_factory, photos):
     """The real architecture (375M parameters, random weights): the same 1e-5 bound as the tiny one."""
     from checkpoints import make_checkpoint
-    from conftest import Oracle
+    from oracle import Oracle
 
     import sigserve
 
