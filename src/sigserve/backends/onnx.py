@@ -214,7 +214,7 @@ class OnnxBackend:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as exc:
-            raise InvalidArgumentError("the onnx backend needs onnxruntime: pip install 'sigserve[onnx]'", "backend") from exc
+            raise InvalidArgumentError("the onnx backend needs onnxruntime (a sigserve dependency): pip install onnxruntime", "backend") from exc
         self.checkpoint, self.precision = checkpoint, precision
         self.threads = threads or torch.get_num_threads()
         tensors: dict[str, torch.Tensor] = {}
