@@ -2,6 +2,7 @@
 
     torch  our model (model.py) on memory-mapped weights: fp32 everywhere, bf16/fp16 on CUDA
     onnx   ONNX Runtime on graphs exported from that model (CPU): fp32, or opt-in dynamic int8
+    aoti   (opt-in) the vision encoder compiled ahead of time by AOTInductor, cached (CPU, exact fp32)
 The defaults were chosen by measurement (docs/benchmarks.md).
 """
 
@@ -14,6 +15,7 @@ from sigserve.errors import InvalidArgumentError
 SUPPORTED = {
     "torch": {"cpu": ("fp32",), "cuda": ("fp32", "bf16", "fp16")},
     "onnx": {"cpu": ("fp32", "int8")},
+    "aoti": {"cpu": ("fp32",)},
 }
 BACKENDS = tuple(SUPPORTED)
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -53,6 +55,10 @@ def create_backend(name: str | None, checkpoint, precision: str = "fp32", device
         from sigserve.backends.onnx import OnnxBackend
 
         return OnnxBackend(checkpoint, precision=precision, device=device)
+    if name == "aoti":
+        from sigserve.backends.aoti import AotiBackend
+
+        return AotiBackend(checkpoint, precision=precision, device=device)
     from sigserve.backends.torch import TorchBackend
 
     return TorchBackend(checkpoint, precision=precision, device=device)
