@@ -67,6 +67,30 @@ def test_micro_batches_and_keeps_results_with_their_requests():
     assert sum(sizes) == 20 and max(sizes) <= 8 and max(sizes) > 1
 
 
+def test_a_lone_admitted_request_does_not_wait_for_company():
+    """max_wait lets a batch fill; when every admitted item is already queued nothing can join, so the
+    batch runs at once (idle latency). With more admitted than queued, it still waits and batches."""
+    model = FakeModel()
+
+    async def main():
+        engine = await started(model, max_batch_texts=8, max_wait_ms=400)
+        try:
+            with engine.admit(1):
+                t = time.monotonic()
+                await engine.embed_texts(["1"])
+                alone = time.monotonic() - t
+            with engine.admit(2):  # a second item is admitted but not queued yet: the first waits for it
+                first = asyncio.ensure_future(engine.embed_texts(["2"]))
+                await asyncio.sleep(0.05)
+                await asyncio.gather(first, engine.embed_texts(["3"]))
+        finally:
+            engine.stop()
+        return alone
+
+    assert run(main()) < 0.2
+    assert model.batches == [[1], [2, 3]]
+
+
 def test_cancelled_work_is_dropped():
     model = FakeModel(delay_s=0.3)
 

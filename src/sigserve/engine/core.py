@@ -65,7 +65,7 @@ class Engine:
             "text": Tower(self._run_texts, self.config.max_batch_texts),
             "image": Tower(self._run_images, self.config.max_batch_images),
         }
-        self._worker = InferenceWorker(towers, self.config.max_wait_ms / 1000.0, self._observer)
+        self._worker = InferenceWorker(towers, self.config.max_wait_ms / 1000.0, self._observer, self._more_coming)
         self._worker.start()
 
     def stop(self) -> None:
@@ -81,6 +81,13 @@ class Engine:
     @property
     def pending(self) -> int:
         return self._pending
+
+    def _more_coming(self, queued: int) -> bool:
+        """Called by the worker (under its lock) before letting a batch fill: when every admitted item
+        is already queued, nothing else can join, so waiting max_wait would only add latency (a lone
+        request at idle). Without admission (pending 0: the engine used directly) it always waits."""
+        pending = self._pending  # an int written on the event loop: a stale read only means waiting
+        return not (0 < pending <= queued)
 
     # -- admission ---------------------------------------------------------------------------
 

@@ -73,9 +73,13 @@ class Tower:
 
 
 class InferenceWorker:
-    def __init__(self, towers: dict[str, Tower], max_wait_s: float, observer: BatchObserver | None = None):
+    def __init__(self, towers: dict[str, Tower], max_wait_s: float, observer: BatchObserver | None = None,
+                 more_coming: Callable[[int], bool] | None = None):
         self._towers = towers
         self._max_wait_s = max_wait_s
+        # more_coming(queued): can more jobs still arrive, given `queued` jobs waiting over all towers?
+        # When not, a batch is taken at once instead of waiting max_wait for company that never comes.
+        self._more_coming = more_coming or (lambda queued: True)
         self._observer = observer or _NullObserver()
         self._cond = threading.Condition()
         self._stopping = False
@@ -155,7 +159,7 @@ class InferenceWorker:
                 tower = self._towers[name]
                 deadline = tower.queue[0].enqueued + self._max_wait_s
                 # Let the batch fill up, but never hold the oldest job beyond max_wait.
-                while len(tower.queue) < tower.max_batch and not self._stopping:
+                while len(tower.queue) < tower.max_batch and not self._stopping and self._more_coming(self._queued()):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -166,6 +170,9 @@ class InferenceWorker:
                     break
         self._observer.on_queue_depth(name, depth)
         return name, batch
+
+    def _queued(self) -> int:
+        return sum(len(t.queue) for t in self._towers.values())
 
     def _oldest_tower(self) -> str | None:
         heads = {n: t.queue[0].enqueued for n, t in self._towers.items() if t.queue}
