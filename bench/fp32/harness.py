@@ -7,17 +7,9 @@ from sigserve.model import resize_position_grid
 from sigserve.cli.bench import TransformersVision, square_batch, cosine_distance
 from sigserve.backends import create_backend
 from sigserve.images import normalize
+from sigserve.backends.onnx import VisionGraph as G  # (pv, mask, pos) -> (pooled, hidden), as exported
 FOLDER = Path(os.environ.get("SIGSERVE_BENCH_CKPT", "/tmp/sigbench/full"))  # tests/checkpoints.py full, seed 0
 ck = resolve(FOLDER)
-
-class G(torch.nn.Module):
-    def __init__(s, v): super().__init__(); s.v = v
-    def forward(s, pv, mask, pos):
-        v = s.v
-        bias = (1.0 - mask.to(torch.float32))[:, None, None, :] * torch.finfo(torch.float32).min
-        x = v.embeddings.patch_embedding(pv) + pos
-        x = v.post_layernorm(v.encoder(x, bias))
-        return v.head(x, bias), x
 
 class ModRunner:
     """wraps a (pv, mask, pos)->(pooled, hidden) torch callable with cached positions"""
