@@ -160,6 +160,21 @@ def test_database_keys_rate_limits_and_usage(make_server, tmp_path):
     assert httpx.get(server.url + "/v1/usage").status_code == 401
 
 
+def test_errors_after_admission_still_carry_rate_limit_headers(make_server, tmp_path):
+    from sigserve.server.keys import KeyStore, database_url_for
+
+    url = database_url_for(tmp_path / "keys")
+    store = KeyStore(url)
+    _, key = store.create("limited", rpm=5)
+    store.close()
+    server = make_server(database_url=url)
+    r = httpx.post(server.url + "/v1/embeddings", headers={"authorization": f"Bearer {key}"},
+                   json={"model": MODEL, "input": [{"image": b64(b"not an image")}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input[0]"
+    assert r.headers["x-ratelimit-limit-requests"] == "5"
+    assert r.headers["x-ratelimit-remaining-requests"] == "4"
+
+
 def _png() -> bytes:
     from conftest import image_bytes
 

@@ -78,37 +78,39 @@ def from_exception(exc: BaseException) -> APIError:
 def install(app: FastAPI, on_error: Callable[[str], Any] | None = None) -> None:
     """Register the handlers. `on_error(type)` is told of each error (for the metrics)."""
 
-    def respond(err: APIError) -> JSONResponse:
+    def respond(err: APIError, request: Request) -> JSONResponse:
         if on_error is not None:
             on_error(err.type)
-        return envelope(err.status, err.message, err.type, err.param, err.code, err.headers)
+        # Headers earned before the failure (the rate-limit state after admission) go out with it.
+        headers = {**getattr(request.state, "response_headers", {}), **err.headers}
+        return envelope(err.status, err.message, err.type, err.param, err.code, headers)
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return respond(exc)
+        return respond(exc, request)
 
     @app.exception_handler(SigserveError)
     async def _library_error(request: Request, exc: SigserveError) -> JSONResponse:
         err = from_exception(exc)
         if err.status >= 500:
             log.error("unhandled library error on %s", request.url.path, exc_info=exc)
-        return respond(err)
+        return respond(err, request)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return respond(validation_error(exc))
+        return respond(validation_error(exc), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
         err = APIError(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
-        return respond(err)
+        return respond(err, request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s", request.url.path, exc_info=exc)
-        return respond(APIError(500, "internal error", code="internal_error"))
+        return respond(APIError(500, "internal error", code="internal_error"), request)
 
 
 def validation_error(exc: RequestValidationError) -> APIError:

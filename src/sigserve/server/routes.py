@@ -25,7 +25,9 @@ async def caller(request: Request) -> KeyRecord:
 async def _served(request: Request, response: Response, key: KeyRecord, images: int,
                   work: Callable[[], Awaitable[T]]) -> T:
     state = request.app.state
-    response.headers.update(await state.access.admit(key, images))
+    headers = await state.access.admit(key, images)
+    response.headers.update(headers)
+    request.state.response_headers = headers  # an error from here on still tells the client its limits
     result = await _until_disconnect(request, work())
     await state.access.record(key, result.usage)
     state.metrics.on_usage(result.usage.images, result.usage.patches, result.usage.prompt_tokens)
