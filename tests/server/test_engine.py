@@ -172,3 +172,26 @@ def test_dead_worker_fails_everything_fast():
     first = run(main())
     assert all(isinstance(r, EngineUnavailableError) for r in first)
     assert time.monotonic() - t0 < 10  # failed, not hung until the timeout
+
+
+def test_image_decoding_follows_the_models_jpeg_draft_option(tiny_checkpoint, photos):
+    """The server decodes as the library does: exact by default, draft decoding when the model asks."""
+    import io
+
+    import sigserve
+
+    buf = io.BytesIO()
+    photos["astronaut"].resize((2400, 2400)).save(buf, format="JPEG", quality=90)
+    jpeg = buf.getvalue()
+    for draft in (False, True):
+        model = sigserve.load(tiny_checkpoint, backend="torch", jpeg_draft=draft)
+        engine = Engine(model, EngineConfig())
+        engine.start()
+        try:
+            (served,) = asyncio.run(engine.load_images([jpeg], 64))
+        finally:
+            engine.stop()
+        library = model.preprocess(jpeg, 0, 64)
+        assert np.array_equal(served.pixels, library.pixels), draft
+    exact = sigserve.load(tiny_checkpoint, backend="torch").preprocess(jpeg, 0, 64)
+    assert not np.array_equal(library.pixels, exact.pixels)  # draft decoding really changed the pixels

@@ -36,6 +36,7 @@ def serve(
     max_items: Annotated[Optional[int], Opt(help="Input items per request (default: 256).")] = None,
     max_body_bytes: Annotated[Optional[int], Opt(help="Request body cap in bytes (default: 32 MiB).")] = None,
     max_image_pixels: Annotated[Optional[int], Opt(help="Decompression-bomb guard, pixels per image.")] = None,
+    jpeg_draft: Annotated[Optional[bool], Opt(help="Decode large JPEGs at reduced scale (faster, not bit-exact).")] = None,
     default_max_num_patches: Annotated[Optional[int], Opt(help="NaFlex patches when a request says none (default: 256).")] = None,
     price_per_1k_images: Annotated[Optional[float], Opt(help="Advertised price, also used for usage cost.")] = None,
     allow_private_urls: Annotated[Optional[bool], Opt(help="Let image URLs reach private networks.")] = None,

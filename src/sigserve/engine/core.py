@@ -110,16 +110,17 @@ class Engine:
 
     async def load_images(self, items: Sequence[Any], max_num_patches: int, indices: Sequence[int] | None = None) -> list:
         """Decode and patchify each item. Raises the InputError of the first bad item (by position),
-        with `.index` set to its entry of `indices` (its position in the caller's request)."""
-
-
+        with `.index` set to its entry of `indices` (its position in the caller's request).
+        Decoding follows the model's own options (EXIF orientation, opt-in JPEG draft decoding)."""
         indices = list(indices) if indices is not None else list(range(len(items)))
 
         exif = getattr(self.model, "exif_transpose", True)
+        draft = max_num_patches if getattr(self.model, "jpeg_draft", False) else None
         patch = self.model.config.vision.patch_size
 
         def prepare(item: Any, index: int):
-            image = open_image(item, index, max_pixels=self.max_image_pixels, exif_transpose=exif)
+            image = open_image(item, index, max_pixels=self.max_image_pixels, exif_transpose=exif,
+                               draft_max_num_patches=draft)
             return to_patches(image, max_num_patches, patch)
 
         loop = asyncio.get_running_loop()

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     max_items: int = Field(256, ge=1, description="input items per request")
     max_labels: int = Field(256, ge=1, description="labels per classify request")
     max_image_pixels: int | None = Field(None, ge=1, description="decompression-bomb guard (default: the model's)")
+    jpeg_draft: bool = Field(False, description="decode large JPEGs at reduced DCT scale: faster, not bit-exact (docs/benchmarks.md)")
     default_max_num_patches: int = Field(256, ge=16, le=4096)
     label_cache_size: int = Field(4096, ge=0, description="text embeddings kept for classify labels (LRU)")
 
