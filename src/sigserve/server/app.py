@@ -30,6 +30,7 @@ def load_model(settings: Settings) -> Any:
     # No backend named: let the library pick its default (it knows which one is fastest here).
     chosen = {"backend": settings.backend} if settings.backend not in (None, "auto") else {}
     return sigserve.load(settings.model, dummy=settings.dummy, precision=settings.precision,
+                         device=settings.resolved_device,
                          max_image_pixels=settings.max_image_pixels or DEFAULT_MAX_PIXELS,
                          jpeg_draft=settings.jpeg_draft, **chosen)
 
