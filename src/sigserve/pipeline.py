@@ -68,14 +68,14 @@ class Pipeline:
 
     # -- low level: the engine and the server drive these ------------------------------------
 
-    def load_image(self, item, index: int | None = None, max_num_patches: int | None = None):
-        """Decode one item with this pipeline's limits (the caller then calls to_patches). With jpeg_draft
-        on, `max_num_patches` lets large JPEGs decode at a reduced scale."""
-        return open_image(item, index, max_pixels=self.max_image_pixels, exif_transpose=self.exif_transpose,
-                          draft_max_num_patches=max_num_patches if self.jpeg_draft else None)
-
-    def preprocess(self, item, index: int | None = None, max_num_patches: int = 256) -> Patches:
-        return to_patches(self.load_image(item, index, max_num_patches), max_num_patches, self.config.vision.patch_size)
+    def preprocess(self, item, index: int | None = None, max_num_patches: int = 256,
+                   max_pixels: int | None = None) -> Patches:
+        """Decode one item with this pipeline's options (EXIF, opt-in JPEG draft decoding) and limits
+        (`max_pixels` overrides the pixel cap), then cut it into its NaFlex patches."""
+        image = open_image(item, index, max_pixels=max_pixels or self.max_image_pixels,
+                           exif_transpose=self.exif_transpose,
+                           draft_max_num_patches=max_num_patches if self.jpeg_draft else None)
+        return to_patches(image, max_num_patches, self.config.vision.patch_size)
 
     def encode_patches(self, patches: list[Patches], with_features: bool = False):
         """Raw pooled embeddings (B, D) and, if asked, each image's (rows, cols, D) feature grid."""

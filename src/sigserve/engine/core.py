@@ -16,7 +16,6 @@ import numpy as np
 
 from sigserve.engine.errors import EngineUnavailableError, QueueFullError
 from sigserve.engine.worker import BatchObserver, InferenceWorker, Tower
-from sigserve.images import open_image, to_patches
 
 
 @dataclass(frozen=True)
@@ -111,17 +110,11 @@ class Engine:
     async def load_images(self, items: Sequence[Any], max_num_patches: int, indices: Sequence[int] | None = None) -> list:
         """Decode and patchify each item. Raises the InputError of the first bad item (by position),
         with `.index` set to its entry of `indices` (its position in the caller's request).
-        Decoding follows the model's own options (EXIF orientation, opt-in JPEG draft decoding)."""
+        Decoding is the model's own (`Pipeline.preprocess`), with the engine's pixel cap."""
         indices = list(indices) if indices is not None else list(range(len(items)))
 
-        exif = getattr(self.model, "exif_transpose", True)
-        draft = max_num_patches if getattr(self.model, "jpeg_draft", False) else None
-        patch = self.model.config.vision.patch_size
-
         def prepare(item: Any, index: int):
-            image = open_image(item, index, max_pixels=self.max_image_pixels, exif_transpose=exif,
-                               draft_max_num_patches=draft)
-            return to_patches(image, max_num_patches, patch)
+            return self.model.preprocess(item, index, max_num_patches, max_pixels=self.max_image_pixels)
 
         loop = asyncio.get_running_loop()
         jobs = [loop.run_in_executor(self._pool, prepare, item, i) for item, i in zip(items, indices)]
