@@ -14,7 +14,6 @@ Measured in docs/benchmarks.md ("Exact fp32 on CPU: compilers"); not the default
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -27,7 +26,7 @@ import torch
 
 from sigserve.dummy import cache_root
 from sigserve.errors import InvalidArgumentError, ModelLoadError
-from sigserve.model import resize_position_grid
+from sigserve.backends.base import PositionCache
 from sigserve.weights import Checkpoint, load_model
 
 BUILD_VERSION = "v1"  # bump when the compiled graph changes shape or meaning
@@ -98,24 +97,14 @@ class AotiBackend:
             raise InvalidArgumentError(f"the aoti backend runs on the CPU only, not {device!r}", "device")
         self.checkpoint, self.precision = checkpoint, precision
         self.model = load_model(checkpoint)  # memory-mapped: the text tower, the position table, the scalars
-        self._pos_table = self.model.vision_model.embeddings.position_embedding.weight.detach()
-        self.dim = self._pos_table.shape[1]
+        self._positions = PositionCache(self.model.vision_model.embeddings.position_embedding.weight)
+        self.dim = self._positions.table.shape[1]
         self.logit_scale = float(self.model.logit_scale.float().item())
         self.logit_bias = float(self.model.logit_bias.float().item())
         import torch._inductor
 
         self._vision = torch._inductor.aoti_load_package(str(ensure_package(checkpoint)))
         self._lock = threading.Lock()  # one call at a time into the compiled runner
-
-    @functools.lru_cache(maxsize=512)
-    def _grid_positions(self, rows: int, cols: int) -> torch.Tensor:
-        return resize_position_grid(self._pos_table, rows, cols)
-
-    def _positions(self, spatial_shapes: np.ndarray, n: int) -> torch.Tensor:
-        out = torch.zeros(len(spatial_shapes), n, self.dim)
-        for b, (rows, cols) in enumerate(np.asarray(spatial_shapes).tolist()):
-            out[b, : rows * cols] = self._grid_positions(int(rows), int(cols))
-        return out
 
     @torch.inference_mode()
     def encode_images(self, pixel_values, attention_mask, spatial_shapes, with_features=False):
@@ -131,7 +120,7 @@ class AotiBackend:
             mk = np.zeros((len(mask), m), np.int32)
             mk[:, :n] = mask[:, :n]
             with self._lock:
-                p, h = self._vision(torch.from_numpy(pv), torch.from_numpy(mk), self._positions(spatial_shapes[i: i + CHUNK], m))
+                p, h = self._vision(torch.from_numpy(pv), torch.from_numpy(mk), self._positions.batch(spatial_shapes[i: i + CHUNK], m))
             pooled[i: i + CHUNK] = p.numpy()
             if with_features:
                 hidden[i: i + CHUNK, :n] = h[:, :n].numpy()

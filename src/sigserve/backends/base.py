@@ -8,9 +8,13 @@ batch enters it (images.normalize on the host, or a gather on the device), bit-e
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import numpy as np
+import torch
+
+from sigserve.model import resize_position_grid
 
 
 class Backend(Protocol):
@@ -31,3 +35,22 @@ class Backend(Protocol):
 
     def describe(self) -> dict:
         ...
+
+
+class PositionCache:
+    """The learned position table resized to each (rows, cols) grid, computed once per grid: every
+    backend adds these to the patch embeddings, and a server sees few distinct grids."""
+
+    def __init__(self, table: torch.Tensor, max_grids: int = 512):
+        self.table = table.detach()
+        self.grid = functools.lru_cache(maxsize=max_grids)(self._resize)  # (rows*cols, D)
+
+    def _resize(self, rows: int, cols: int) -> torch.Tensor:
+        return resize_position_grid(self.table, rows, cols)
+
+    def batch(self, spatial_shapes: np.ndarray, N: int) -> torch.Tensor:
+        """(B, N, D) per-image position embeddings, zero on padding rows (they are masked anyway)."""
+        out = self.table.new_zeros(len(spatial_shapes), N, self.table.shape[1])
+        for b, (rows, cols) in enumerate(np.asarray(spatial_shapes).tolist()):
+            out[b, : rows * cols] = self.grid(int(rows), int(cols))
+        return out

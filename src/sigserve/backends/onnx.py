@@ -2,7 +2,7 @@
 
 What lives outside the graphs, on purpose:
 - the vision position embeddings: the learned 16x16 table resized to each image's (rows, cols) grid is
-  computed here (model.resize_position_grid, cached per grid) and fed as an input, so one graph with
+  computed here (base.PositionCache, once per grid) and fed as an input, so one graph with
   dynamic batch and sequence length serves every aspect ratio;
 - the text token embedding (256000 x 768, 786 MB): looked up in the memory-mapped checkpoint, so the
   few rows used are all that is ever read, and the text graph stays at the encoder's 340 MB.
@@ -17,7 +17,6 @@ Graphs are cached under cache_root()/onnx/<checkpoint fingerprint>/ and rebuilt 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from torch import nn
 from sigserve.dummy import cache_root
 from sigserve.errors import InvalidArgumentError, ModelLoadError
 from sigserve.images import normalize
-from sigserve.model import resize_position_grid
+from sigserve.backends.base import PositionCache
 from sigserve.weights import Checkpoint, load_model, mmap_safetensors, weight_files
 
 EXPORT_VERSION = "v3"  # bump when the exported graphs change shape or meaning
@@ -220,12 +219,12 @@ class OnnxBackend:
         tensors: dict[str, torch.Tensor] = {}
         for f in weight_files(checkpoint.path):
             tensors.update(mmap_safetensors(f))
-        self._pos_table = tensors["vision_model.embeddings.position_embedding.weight"].float()
+        self._positions = PositionCache(tensors["vision_model.embeddings.position_embedding.weight"].float())
         self._tokens = tensors["text_model.embeddings.token_embedding.weight"].numpy()  # mmap'd, rows read on use
         self._text_pos = tensors["text_model.embeddings.position_embedding.weight"].numpy()
         self.logit_scale = float(tensors["logit_scale"].float().item())
         self.logit_bias = float(tensors["logit_bias"].float().item())
-        self.dim = self._pos_table.shape[1]
+        self.dim = self._positions.table.shape[1]
         self._vision = self._session(ensure_graph(checkpoint, "vision", precision))
         self._text = None  # built on first use: an image-only service never holds the text graph
         self._text_lock = threading.Lock()
@@ -241,16 +240,6 @@ class OnnxBackend:
         _release_freed_heap()
         return session
 
-    @functools.lru_cache(maxsize=512)
-    def _grid_positions(self, rows: int, cols: int) -> np.ndarray:
-        return resize_position_grid(self._pos_table, rows, cols).numpy()
-
-    def positions(self, spatial_shapes: np.ndarray, N: int) -> np.ndarray:
-        out = np.zeros((len(spatial_shapes), N, self.dim), np.float32)
-        for b, (rows, cols) in enumerate(spatial_shapes.tolist()):
-            out[b, : rows * cols] = self._grid_positions(int(rows), int(cols))
-        return out
-
     def encode_images(self, pixel_values, attention_mask, spatial_shapes, with_features=False):
         # Large batches run as chunks, each cut to its own longest image: on 2 cores ORT measured best at
         # 2-4 images per call in fp32 (+18% over 16) and about 8 in int8 (docs/benchmarks.md).
@@ -265,7 +254,7 @@ class OnnxBackend:
             # uint8 -> float32 through images.LUT here, per chunk (only its own rows are ever float32).
             feeds = {"pixel_values": normalize(np.ascontiguousarray(pixel_values[i: i + chunk, :n])),
                      "attention_mask": np.ascontiguousarray(mask[:, :n]),
-                     "positions": self.positions(spatial_shapes[i: i + chunk], n)}
+                     "positions": self._positions.batch(spatial_shapes[i: i + chunk], n).numpy()}
             result = self._vision.run(outputs, feeds)
             pooled[i: i + chunk] = result[0]
             if with_features:

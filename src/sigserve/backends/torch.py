@@ -12,14 +12,13 @@ staging, see TRANSFERS). The values are bit-identical to normalising on the host
 
 from __future__ import annotations
 
-import functools
 import threading
 
 import numpy as np
 import torch
 
 from sigserve.images import LUT, normalize
-from sigserve.model import resize_position_grid
+from sigserve.backends.base import PositionCache
 from sigserve.weights import Checkpoint, load_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -80,6 +79,7 @@ class TorchBackend:
         self.device = torch.device(device)
         self.dtype = DTYPES[precision]
         self.model = load_model(checkpoint, self.dtype).to(self.device)
+        self._positions = PositionCache(self.model.vision_model.embeddings.position_embedding.weight)
         self.logit_scale = float(self.model.logit_scale.float().item())
         self.logit_bias = float(self.model.logit_bias.float().item())
         self.cuda = self.device.type == "cuda"
@@ -91,21 +91,12 @@ class TorchBackend:
             v = self.model.vision_model
             v.encoder = torch.compile(v.encoder)
 
-    @functools.lru_cache(maxsize=512)
-    def _grid_positions(self, rows: int, cols: int) -> torch.Tensor:
-        return resize_position_grid(self.model.vision_model.embeddings.position_embedding.weight, rows, cols)
-
-    def _positions(self, spatial_shapes: np.ndarray, B: int, N: int) -> torch.Tensor:
-        shapes = [(int(r), int(c)) for r, c in np.asarray(spatial_shapes).tolist()]
-        if len(set(shapes)) == 1 and shapes[0][0] * shapes[0][1] == N:
-            return self._grid_positions(*shapes[0])  # (N, D), broadcast over the batch
-        grids = [self._grid_positions(r, c) for r, c in shapes]
-        if all(g.shape[0] == N for g in grids):
-            return torch.stack(grids)
-        out = grids[0].new_zeros(B, N, grids[0].shape[1])
-        for b, g in enumerate(grids):
-            out[b, : g.shape[0]] = g
-        return out
+    def _batch_positions(self, spatial_shapes: np.ndarray, N: int) -> torch.Tensor:
+        shapes = np.asarray(spatial_shapes).tolist()
+        rows, cols = shapes[0]
+        if all(s == shapes[0] for s in shapes) and rows * cols == N:
+            return self._positions.grid(int(rows), int(cols))  # (N, D), broadcast over the batch
+        return self._positions.batch(spatial_shapes, N)
 
     def pixels(self, pixel_values) -> torch.Tensor:
         """(B, N, P) uint8 pixel values (numpy, or a tensor on any device) -> normalised, in the model's
@@ -131,7 +122,7 @@ class TorchBackend:
     def encode_images(self, pixel_values, attention_mask, spatial_shapes, with_features=False):
         v = self.model.vision_model
         B, N, _ = pixel_values.shape
-        x = v.embeddings.patch_embedding(self.pixels(pixel_values)) + self._positions(spatial_shapes, B, N)
+        x = v.embeddings.patch_embedding(self.pixels(pixel_values)) + self._batch_positions(spatial_shapes, N)
         padded = not bool(attention_mask.all())
         key_mask = torch.as_tensor(attention_mask).to(self.device).bool()[:, None, None, :] if padded else None
         x = v.post_layernorm(v.encoder(x, key_mask))
