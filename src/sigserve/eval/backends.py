@@ -65,18 +65,10 @@ class LibraryBackend:
 
     def fingerprint(self) -> str:
         info = self.model.describe() if hasattr(self.model, "describe") else {}
-        keys = ("model", "backend", "precision", "dummy", "embedding_dim", "logit_scale", "logit_bias")
+        keys = ("model", "backend", "precision", "dummy", "embedding_dim", "logit_scale", "logit_bias",
+                "weights_fingerprint")
         identity = {k: info.get(k) for k in keys}
-        identity["weights"] = _weight_files(info.get("path"))
         return _fingerprint(identity, self.embed_texts(PROBE_TEXTS))
-
-
-def _weight_files(folder) -> list:
-    """(name, size, mtime) of the checkpoint's weight files: other weights, other cache."""
-    if not folder or not Path(folder).is_dir():
-        return []
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix in (".safetensors", ".bin", ".onnx"))
-    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
 def image_data_uri(path: str | Path) -> str:
