@@ -102,7 +102,7 @@ def mixed_workload(folder: Path, backend: str, rounds: int = 2, batch: int = 8) 
     run(order)
     for _ in range(rounds):
         for k, p in plans.items():
-            times[k].append(best_of(lambda: run(p), 1))
+            times[k].append(best_of(lambda p=p: run(p), 1))
     base = min(times["input order"])
     out = {}
     for k in plans:
@@ -121,9 +121,9 @@ def preprocessing(folder: Path, backend: str) -> dict:
     small = {n: jpeg(im, (640, 480)) for n, im in ims.items()}
     out = {}
     for L in (256, 1024):
-        t_small = best_of(lambda: [exact.preprocess(b, None, L) for b in small.values()]) / len(small)
-        t_big = best_of(lambda: [exact.preprocess(b, None, L) for b in big.values()]) / len(big)
-        t_draft = best_of(lambda: [draft.preprocess(b, None, L) for b in big.values()]) / len(big)
+        t_small = best_of(lambda L=L: [exact.preprocess(b, None, L) for b in small.values()]) / len(small)
+        t_big = best_of(lambda L=L: [exact.preprocess(b, None, L) for b in big.values()]) / len(big)
+        t_draft = best_of(lambda L=L: [draft.preprocess(b, None, L) for b in big.values()]) / len(big)
         a = exact.embed_images(list(big.values()), max_num_patches=L)
         b = draft.embed_images(list(big.values()), max_num_patches=L)
         per = 1 - (a * b).sum(1)

@@ -14,7 +14,8 @@ each side fed what it is fed in practice:
 
 twice: "e2e" = host arrays in (float32 for transformers, uint8 for sigserve), numpy out, every copy
 included; "device" = inputs already on the GPU (float32 for transformers, uint8 for sigserve, whose LUT
-gather is then timed; its mask stays on the host, where serving has it). Neither side's decode/resize is timed (identical work on the host). Parity: 1 -
+gather is then timed; its mask stays on the host, where serving has it). Neither side's decode/resize
+is timed (identical work on the host). Parity: 1 -
 cosine of each pooled output to transformers fp32 on the GPU; our fp32 vs transformers fp32 max abs
 diff; the GPU LUT gather vs the host normalisation, bit for bit. A transfer probe times the copies
 alone. (A page-locked staging buffer and torch.compile were measured no faster here: see
@@ -148,7 +149,8 @@ def transfer_probe(device, B, N, iters=10):
             sync(device)
             times.append(time.perf_counter() - t0)
         out[name] = 1000 * min(times)
-        log(f"transfer B={B:<3} {name:<34} {out[name]:7.2f} ms  ({f32.nbytes / 1e6 if 'float32' in name else u8.nbytes / 1e6:.1f} MB)")
+        mb = (f32 if "float32" in name else u8).nbytes / 1e6
+        log(f"transfer B={B:<3} {name:<34} {out[name]:7.2f} ms  ({mb:.1f} MB)")
     return out
 
 
@@ -217,7 +219,8 @@ def check_exactness(runners, ours_fp32, reference, a, device, results):
         b = r.backend
         for name, given in (("host uint8", host[0]), ("device uint8", torch.from_numpy(host[0]).to(device))):
             got = b.pixels(given).cpu()
-            ok = torch.equal(got, want.to(b.dtype)) and torch.equal(b.pixels(every).cpu(), torch.from_numpy(normalize(every)).to(b.dtype))
+            every_value = torch.equal(b.pixels(every).cpu(), torch.from_numpy(normalize(every)).to(b.dtype))
+            ok = torch.equal(got, want.to(b.dtype)) and every_value
             results["exact"][f"{k} LUT {name}"] = ok
             log(f"exact LUT normalisation {k:<24} {name:<13} {'bit-identical' if ok else 'DIFFERENT'}")
     ref = reference.encode_images(*reference.prepare(host, False))
@@ -239,7 +242,8 @@ def run(runners, reference, a, device, base):
                 row = dict(batch=B, mode=mode, config=k, images_per_s=B / t, ms_per_batch=1000 * t,
                            vs_transformers=times[base] / t, one_minus_cos_to_fp32=dist[k])
                 results.append(row)
-                log(f"B={B:<3} {mode:<6} {k:<28} {B / t:9.1f} img/s {1000 * t:8.2f} ms  x{times[base] / t:.2f}  1-cos {dist[k]:.1e}")
+                log(f"B={B:<3} {mode:<6} {k:<28} {B / t:9.1f} img/s {1000 * t:8.2f} ms  x{times[base] / t:.2f}  "
+                    f"1-cos {dist[k]:.1e}")
             del inputs
     return results
 

@@ -327,7 +327,8 @@ def main() -> None:
                 h = asyncio.run(http_load(url, bodies, a.clients, a.warmup, a.duration))
                 d = {k: v - m0[k] for k, v in scrape(url).items()}
                 h["server_mean_batch"] = d["sigserve_batch_size_sum"] / max(1, d["sigserve_batch_size_count"])
-                h["server_infer_ms_per_image"] = 1000 * d["sigserve_batch_duration_seconds_sum"] / max(1, d["sigserve_batch_size_sum"])
+                batched = max(1, d["sigserve_batch_size_sum"])
+                h["server_infer_ms_per_image"] = 1000 * d["sigserve_batch_duration_seconds_sum"] / batched
                 h["served"] = d["sigserve_batch_size_sum"]
                 return h
 
@@ -336,7 +337,7 @@ def main() -> None:
                 row: dict = {"others": []}
                 for b in (1, 4, a.batch):
                     n_img = a.model_images if b > 1 else a.model_images // 3
-                    row[f"inf_b{b}"], ld = phase(lambda: inference_rate(model, patches, b, n_img))
+                    row[f"inf_b{b}"], ld = phase(lambda b=b, n_img=n_img: inference_rate(model, patches, b, n_img))
                     row[f"cpu_inf_b{b}"] = ld.self_cpu / n_img
                     row["others"].append(ld.others)
                     say(f"round {r_i + 1}: inference-only b{b}: {row[f'inf_b{b}']:.2f} img/s, "
@@ -352,9 +353,11 @@ def main() -> None:
                 row["http"] = h
                 row["others"].append(ld.others)
                 say(f"round {r_i + 1}: HTTP {a.clients} clients: {h['images_per_s']:.2f} img/s ({h['completed']} in "
-                    f"{h['window_s']:.1f} s, {h['bursts']} bursts), p50 {h['p50_ms']:.0f} ms, p95 {h['p95_ms']:.0f} ms, errors {h['errors']}; "
+                    f"{h['window_s']:.1f} s, {h['bursts']} bursts), p50 {h['p50_ms']:.0f} ms, p95 {h['p95_ms']:.0f} ms, "
+                    f"errors {h['errors']}; "
                     f"server: mean batch {h['server_mean_batch']:.2f}, inference {h['server_infer_ms_per_image']:.0f} "
-                    f"ms/img; CPU-ms/img: server {h['server_cpu_ms_per_image']:.0f}, client {h['client_cpu_ms_per_image']:.0f}   [{ld}]")
+                    f"ms/img; CPU-ms/img: server {h['server_cpu_ms_per_image']:.0f}, "
+                    f"client {h['client_cpu_ms_per_image']:.0f}   [{ld}]")
                 rounds.append(row)
 
             # idle latency, interleaved: HTTP, pipeline, inference-only (same image)

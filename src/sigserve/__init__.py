@@ -7,8 +7,15 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from sigserve.errors import (ImageDecodeError, ImageTooLargeError, InputError, InvalidArgumentError, ModelLoadError,
-                             SigserveError, TextInputError)
+from sigserve.errors import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    InputError,
+    InvalidArgumentError,
+    ModelLoadError,
+    SigserveError,
+    TextInputError,
+)
 from sigserve.pipeline import Pipeline, load
 from sigserve.prompts import DEFAULT_TEMPLATE
 

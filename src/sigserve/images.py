@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from sigserve.defaults import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_NUM_PATCHES, MAX_PATCHES, MIN_PATCHES, TRAINED_MAX_PATCHES
+from sigserve.defaults import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_NUM_PATCHES,
+    MAX_PATCHES,
+    MIN_PATCHES,
+    TRAINED_MAX_PATCHES,
+)
 from sigserve.errors import ImageDecodeError, ImageTooLargeError, InvalidArgumentError
 
 PATCH_SIZE = 16  # SigLIP 2 NaFlex's; a checkpoint's own comes from its config (VisionConfig.patch_size)
@@ -130,7 +136,7 @@ def _open(item, index: int | None) -> Image.Image:
     if isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
             raise ImageDecodeError(index, "empty image data")
-        source = io.BytesIO(bytes(item))
+        source: io.BytesIO | Path = io.BytesIO(bytes(item))
     elif isinstance(item, (str, os.PathLike)):
         path = Path(item)
         if not path.is_file():
@@ -183,7 +189,7 @@ def to_patches(image: Image.Image, max_num_patches: int = DEFAULT_MAX_NUM_PATCHE
     """An RGB image -> its NaFlex patches (no padding: batching pads)."""
     max_num_patches = check_max_num_patches(max_num_patches)
     height, width = naflex_size(image.height, image.width, max_num_patches, patch)
-    resized = np.asarray(image.resize((width, height), Image.BILINEAR))  # (H, W, 3) uint8
+    resized = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))  # (H, W, 3) uint8
     rows, cols = height // patch, width // patch
     x = resized.reshape(rows, patch, cols, patch, 3).transpose(0, 2, 1, 3, 4)  # (rows, cols, py, px, c)
     return Patches(np.ascontiguousarray(x.reshape(rows * cols, patch * patch * 3)), rows, cols)

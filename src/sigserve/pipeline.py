@@ -13,8 +13,14 @@ import torch
 from tqdm.auto import tqdm
 
 from sigserve.backends import Backend, create_backend
-from sigserve.defaults import (DEFAULT_IMAGE_BATCH, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_NUM_PATCHES, DEFAULT_MODEL,
-                               DEFAULT_TEXT_BATCH, DEFAULT_TEXT_CACHE_SIZE)
+from sigserve.defaults import (
+    DEFAULT_IMAGE_BATCH,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_NUM_PATCHES,
+    DEFAULT_MODEL,
+    DEFAULT_TEXT_BATCH,
+    DEFAULT_TEXT_CACHE_SIZE,
+)
 from sigserve.dummy import dummy_checkpoint
 from sigserve.errors import InvalidArgumentError
 from sigserve.images import Patches, check_max_num_patches, open_image, pack, to_patches
@@ -33,7 +39,7 @@ PREFETCH_WORKERS = 2  # threads decoding the next window while the current one i
 def load(model: str | os.PathLike = DEFAULT_MODEL, *, dummy: bool = False,
          backend: str | None = None, precision: str = "fp32", device: str = "cpu", revision: str | None = None,
          cache_dir: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, exif_transpose: bool = True,
-         text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False) -> "Pipeline":
+         text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False) -> Pipeline:
     """Load SigLIP 2 NaFlex from a local folder, the HF cache or the hub (downloaded once).
     `dummy=True` keeps the architecture (from the folder's config.json, else the base model's) with
     random weights and a stand-in tokenizer: for benchmarks and load tests, never for real answers.
@@ -80,7 +86,7 @@ class Pipeline:
     def encode_patches(self, patches: list[Patches], with_features: bool = False):
         """Raw pooled embeddings (B, D) and, if asked, each image's (rows, cols, D) feature grid."""
         pooled, hidden = self.backend.encode_images(*pack(patches), with_features=with_features)
-        if not with_features:
+        if hidden is None:
             return pooled, None
         grids = [hidden[b, : p.num_patches].reshape(p.rows, p.cols, -1) for b, p in enumerate(patches)]
         return pooled, grids
@@ -117,9 +123,9 @@ class Pipeline:
         texts = _as_list(texts, "texts")
         _check_batch_size(batch_size)
         tokens = self.tokenize(texts)  # validates every item before any work
-        out = [self.encode_token_ids(tokens.ids[i: i + batch_size])
-               for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="texts", unit="batch")]
-        out = np.concatenate(out) if out else np.zeros((0, self.embedding_dim), np.float32)
+        parts = [self.encode_token_ids(tokens.ids[i: i + batch_size])
+                 for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="texts", unit="batch")]
+        out = np.concatenate(parts) if parts else np.zeros((0, self.embedding_dim), np.float32)
         return l2_normalize(out) if normalize else out
 
     def score(self, images: Iterable, texts: Sequence[str], max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> np.ndarray:

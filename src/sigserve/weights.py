@@ -71,13 +71,16 @@ def resolve(model: str | os.PathLike, revision: str | None = None, cache_dir: st
 def _from_hub(model_id: str, revision: str | None, cache_dir: str | None) -> Checkpoint:
     from huggingface_hub import snapshot_download
 
-    kwargs = dict(repo_id=model_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES)
+    def snapshot(local_only: bool) -> Path:
+        return Path(snapshot_download(model_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES,
+                                      local_files_only=local_only))
+
     try:
-        return Checkpoint(Path(snapshot_download(local_files_only=True, **kwargs)), "hf-cache", model_id)
+        return Checkpoint(snapshot(local_only=True), "hf-cache", model_id)
     except Exception:  # not cached (or cache incomplete): fall through to a download
         pass
     try:
-        return Checkpoint(Path(snapshot_download(**kwargs)), "hub", model_id)
+        return Checkpoint(snapshot(local_only=False), "hub", model_id)
     except Exception as exc:
         raise ModelLoadError(
             f"cannot fetch {model_id!r} from the Hugging Face hub and it is not in the local cache "

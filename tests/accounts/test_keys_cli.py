@@ -8,9 +8,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sigserve.cli import keys as keys_cli
 from sigserve.accounts.keys import KeyStore
 from sigserve.accounts.usage import UsageMeter
+from sigserve.cli import keys as keys_cli
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_usage_table_and_filter(run, tmp_path):
     store.close()
     table = run("usage")
     assert table.exit_code == 0
-    line = next(l for l in table.stdout.splitlines() if l.startswith(alice.id))
+    line = next(row for row in table.stdout.splitlines() if row.startswith(alice.id))
     assert line.split()[1:7] == ["alice", "1", "12", "3072", "7", "0.0120"]
     assert "bob" in table.stdout
     only = run("usage", "--key", "alice")

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 import sigserve.accounts.keys as keys_mod
-from sigserve.accounts.keys import (ANONYMOUS, AuthError, KeyStore, bearer_token,
-                                  database_url_for)
+from sigserve.accounts.keys import ANONYMOUS, AuthError, KeyStore, bearer_token, database_url_for
 
 
 def test_create_and_authenticate(store):

@@ -11,7 +11,6 @@ from PIL import Image
 import sigserve
 from sigserve.errors import ImageDecodeError, ImageTooLargeError, InvalidArgumentError, TextInputError
 from sigserve.images import naflex_size, open_image
-
 from tests.support.images import awkward_images, encode
 
 

@@ -11,8 +11,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sigserve.eval import (LibrarySource, Outputs, ServerSource, evaluate_retrieval, evaluate_zeroshot,
-                           load_classification, load_retrieval)
+from sigserve.eval import (
+    LibrarySource,
+    Outputs,
+    ServerSource,
+    evaluate_retrieval,
+    evaluate_zeroshot,
+    load_classification,
+    load_retrieval,
+)
 
 ZS_KEYS = {"acc1", "acc5", "mean_per_class_recall"}
 RT_KEYS = {f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)}

@@ -17,8 +17,15 @@ import pytest
 from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, top_k_accuracy_score
 
-from sigserve.eval import (LibrarySource, Outputs, evaluate_retrieval, evaluate_zeroshot, load_classification,
-                           load_retrieval, load_templates)
+from sigserve.eval import (
+    LibrarySource,
+    Outputs,
+    evaluate_retrieval,
+    evaluate_zeroshot,
+    load_classification,
+    load_retrieval,
+    load_templates,
+)
 from sigserve.eval.cache import EmbeddingCache
 from sigserve.eval.runner import Embedder, zeroshot_classifier
 

@@ -11,10 +11,15 @@ import time
 
 import pytest
 
-from sigserve.errors import (ImageFetchError, ImageFetchTimeoutError, ImageFetchTooLargeError,
-                             ImageReferenceError, ImageURLRefusedError, InputError)
+from sigserve.errors import (
+    ImageFetchError,
+    ImageFetchTimeoutError,
+    ImageFetchTooLargeError,
+    ImageReferenceError,
+    ImageURLRefusedError,
+    InputError,
+)
 from sigserve.server.fetch import ImageFetcher, classify_reference, refusal_reason
-
 from tests.fetch.conftest import PNG
 
 B64 = base64.b64encode(PNG).decode()

@@ -23,6 +23,7 @@ At shutdown call ``store.close()``.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import os
@@ -209,7 +210,7 @@ class KeyStore:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
         return _record(row) if row else None
 
-    def revoke(self, key_id_or_name: str) -> list[KeyRecord]:
+    def revoke(self, key_id_or_name: str) -> builtins.list[KeyRecord]:
         """Revoke the key with this id (or full plaintext), else the active keys with this name.
 
         Returns the records revoked (empty when nothing matched)."""

@@ -78,6 +78,7 @@ class Decision:
                     f"and has {self.quota_remaining} left.")
         state = self.requests if self.reason == "requests" else self.images
         unit = "requests" if self.reason == "requests" else "images"
+        assert state is not None  # a refusal by rate names a limit the key has
         return (f"Rate limit reached: {state.limit} {unit} per minute. "
                 f"Retry in {format_duration(self.retry_after_s or 0)}.")
 
@@ -132,7 +133,7 @@ class RateLimiter:
         with self._lock:
             buckets = self._buckets_for(key, now)
             costs = {"requests": 1, "images": images}
-            for name, bucket in buckets.items():
+            for bucket in buckets.values():
                 bucket.refill(now)
             waits = {name: b.wait_for(costs[name]) for name, b in buckets.items() if costs[name]}
             refused = [name for name, wait in waits.items() if wait > 0]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -137,7 +138,7 @@ class UsageMeter:
 
     def usage_response(self, caller: KeyRecord, days: int = 30) -> dict:
         """The JSON body of GET /v1/usage for `caller` (see the module docstring)."""
-        body = {"object": "usage", "data": self._entry(caller, self.usage_for(caller.id, days))}
+        body: dict[str, Any] = {"object": "usage", "data": self._entry(caller, self.usage_for(caller.id, days))}
         if caller.admin:
             records = {record.id: record for record in self.store.list()}
             entries = [self._entry(records.get(u["key_id"]) or _unknown(u["key_id"]), u)
@@ -150,7 +151,7 @@ class UsageMeter:
     # -- internals ------------------------------------------------------------------------
 
     def _today(self) -> dt.date:
-        return dt.datetime.fromtimestamp(self._now(), dt.timezone.utc).date()
+        return dt.datetime.fromtimestamp(self._now(), dt.UTC).date()
 
     def _collect(self, key_ids: list[str], days: int) -> dict[str, dict]:
         out = {k: {"key_id": k, "totals": _zero(), "daily": [], "periods": {}} for k in key_ids}

@@ -53,10 +53,12 @@ def check_selection(name: str, precision: str, device: str = "cpu") -> None:
         raise InvalidArgumentError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}", "precision")
     kind = device.split(":")[0]
     if kind not in SUPPORTED[name]:
-        raise InvalidArgumentError(f"backend {name!r} does not run on {device!r}; it runs on {', '.join(SUPPORTED[name])}", "device")
+        raise InvalidArgumentError(f"backend {name!r} does not run on {device!r}; it runs on {', '.join(SUPPORTED[name])}",
+                                   "device")
     offered = SUPPORTED[name][kind]
     if precision not in offered:
-        raise InvalidArgumentError(f"backend {name!r} on {kind} offers precision {', '.join(offered)}, not {precision!r}", "precision")
+        raise InvalidArgumentError(f"backend {name!r} on {kind} offers precision {', '.join(offered)}, not {precision!r}",
+                                   "precision")
     if not _installed(name):
         raise InvalidArgumentError(f"the {name} backend needs {PACKAGES[name][0]}: {PACKAGES[name][1]}", "backend")
 

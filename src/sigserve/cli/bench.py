@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import typer
@@ -65,7 +66,8 @@ class MatmulProbe:
     def __init__(self, size: int = 2048):
         import torch
 
-        self.a, self.b, self.flop, self.samples = torch.randn(size, size), torch.randn(size, size), 2 * size**3, []
+        self.a, self.b, self.flop = torch.randn(size, size), torch.randn(size, size), 2 * size**3
+        self.samples: list[float] = []
 
     def sample(self):
         self.samples.append(self.flop / min(_timed(lambda: self.a @ self.b) for _ in range(2)) / 1e9)
@@ -77,14 +79,14 @@ class MatmulProbe:
 
 def interleaved(runners: dict, fn_name: str, args, rounds: int, probe: MatmulProbe | None = None) -> dict[str, list[float]]:
     """Seconds per call for each runner, measured round-robin after one warm-up call each."""
-    times = {k: [] for k in runners}
+    times: dict[str, list[float]] = {k: [] for k in runners}
     for r in runners.values():
         getattr(r, fn_name)(*args)
     for _ in range(rounds):
         for k, r in runners.items():
             if probe:
                 probe.sample()
-            times[k].append(_timed(lambda: getattr(r, fn_name)(*args)))
+            times[k].append(_timed(lambda r=r: getattr(r, fn_name)(*args)))
     return times
 
 
@@ -113,7 +115,7 @@ def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: i
     `extra`: name -> (runner, rss function or None), compared too and, when given, the baseline."""
     import torch
 
-    report = {"checkpoint": str(checkpoint.path), "threads": torch.get_num_threads(), "patches": patches,
+    report: dict[str, Any] = {"checkpoint": str(checkpoint.path), "threads": torch.get_num_threads(), "patches": patches,
               "gflop_per_image": round(vision_gflop(patches), 2), "price_per_hour": price, "vision": [], "text": {}}
     report["load_average_before"] = os.getloadavg()
     echo(f"{report['threads']} threads; load average {report['load_average_before'][0]:.2f} "

@@ -8,8 +8,15 @@ from typing import NoReturn
 import typer
 
 from sigserve.backends import BackendChoice, Precision
-from sigserve.defaults import (DEFAULT_IMAGE_BATCH, DEFAULT_MAX_NUM_PATCHES, DEFAULT_MODEL, MAX_PATCHES, MIN_PATCHES,
-                               TRAINED_MAX_PATCHES, LoadFormat)
+from sigserve.defaults import (
+    DEFAULT_IMAGE_BATCH,
+    DEFAULT_MAX_NUM_PATCHES,
+    DEFAULT_MODEL,
+    MAX_PATCHES,
+    MIN_PATCHES,
+    TRAINED_MAX_PATCHES,
+    LoadFormat,
+)
 
 __all__ = ["BackendChoice", "LoadFormat", "Precision"]  # the option types, re-exported for the commands
 

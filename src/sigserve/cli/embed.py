@@ -9,8 +9,18 @@ import numpy as np
 import typer
 from tqdm.auto import tqdm
 
-from sigserve.cli.common import (BackendChoice, BackendOpt, BatchSizeOpt, LoadFormat, LoadFormatOpt, MaxPatchesOpt,
-                                 ModelOpt, Precision, PrecisionOpt, load_or_exit)
+from sigserve.cli.common import (
+    BackendChoice,
+    BackendOpt,
+    BatchSizeOpt,
+    LoadFormat,
+    LoadFormatOpt,
+    MaxPatchesOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    load_or_exit,
+)
 from sigserve.errors import InputError, SigserveError
 from sigserve.scoring import l2_normalize
 
@@ -65,7 +75,9 @@ def embed(
 
 
 def _embed_images(pipe, images: list[Path], max_num_patches: int, batch_size: int):
-    rows, vectors, skipped = [], [], 0
+    rows: list[dict] = []
+    vectors: list[np.ndarray] = []
+    skipped = 0
     with tqdm(total=len(images), desc="images", unit="img", disable=not images) as bar:
         for start in range(0, len(images), batch_size):
             good, patches = [], []

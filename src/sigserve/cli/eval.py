@@ -7,8 +7,17 @@ from typing import Optional
 
 import typer
 
-from sigserve.cli.common import (BackendChoice, BackendOpt, LoadFormat, LoadFormatOpt, ModelOpt, Precision, PrecisionOpt,
-                                 fail, load_or_exit)
+from sigserve.cli.common import (
+    BackendChoice,
+    BackendOpt,
+    LoadFormat,
+    LoadFormatOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    fail,
+    load_or_exit,
+)
 from sigserve.defaults import MAX_PATCHES, MIN_PATCHES
 from sigserve.errors import SigserveError
 
@@ -48,7 +57,7 @@ def parse_lengths(spec: str) -> list[int]:
         values = [int(x) for x in spec.replace(" ", "").split(",") if x]
     except ValueError:
         raise typer.BadParameter(f"not a comma-separated list of integers: {spec!r}",
-                                 param_hint="--max-num-patches")
+                                 param_hint="--max-num-patches") from None
     if not values or any(not MIN_PATCHES <= v <= MAX_PATCHES for v in values):
         raise typer.BadParameter(f"each length must be between {MIN_PATCHES} and {MAX_PATCHES}",
                                  param_hint="--max-num-patches")

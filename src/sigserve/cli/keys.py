@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _store(data_dir: Path | None, database_url: str | None) -> KeyStore:
-    given = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v is not None}
+    given: dict[str, Any] = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v is not None}
     return KeyStore(Settings(**given).resolved_database_url)
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class Engine:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return results
+        return results  # type: ignore[return-value]  # every BaseException was raised above
 
     async def tokenize(self, texts: Sequence[str]):
         loop = asyncio.get_running_loop()
@@ -147,7 +148,7 @@ class Engine:
         futures = self._worker.submit(tower, payloads)
         try:
             return await asyncio.wait_for(asyncio.gather(*futures), self.config.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise EngineUnavailableError(f"inference did not finish within {self.config.timeout_s:g} s") from None
         finally:
             for f in futures:  # on cancellation or failure, leave nothing for the worker to do
@@ -166,7 +167,7 @@ class Engine:
         want = any(f for _, f in payloads)
         pooled, grids = self.model.encode_patches(patches, with_features=want)
         pooled = np.asarray(pooled, dtype=np.float32)
-        return [(pooled[i], grids[i] if want and payloads[i][1] else None) for i in range(len(payloads))]
+        return [(pooled[i], grids[i] if grids is not None and payloads[i][1] else None) for i in range(len(payloads))]
 
 
 __all__ = ["Engine", "EngineConfig", "ImageResult", "TextResult"]

@@ -10,8 +10,9 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from sigserve.engine.errors import EngineUnavailableError
 
@@ -169,7 +170,7 @@ class InferenceWorker:
 
     def _oldest_tower(self) -> str | None:
         heads = {n: t.queue[0].enqueued for n, t in self._towers.items() if t.queue}
-        return min(heads, key=heads.get) if heads else None
+        return min(heads, key=lambda n: heads[n]) if heads else None
 
     @staticmethod
     def _take(tower: Tower) -> list[Job]:

@@ -3,9 +3,9 @@ with clip_benchmark-compatible JSON, a Markdown summary, a sequence-length sweep
 beside the SigLIP 2 paper's numbers. See docs/eval.md."""
 
 from .api import EvalResult, Outputs, evaluate_retrieval, evaluate_zeroshot
-from .sources import LibrarySource, ServerSource
 from .datasets import DatasetError, load_classification, load_retrieval
 from .metrics import retrieval_metrics, zeroshot_metrics
+from .sources import LibrarySource, ServerSource
 from .templates import canonicalize, load_templates
 
 __all__ = [

@@ -56,11 +56,11 @@ class EmbeddingCache:
     def _put(self, table: str, keys: list[str], vecs: np.ndarray, patches: int | None) -> None:
         vecs = np.asarray(vecs, dtype=np.float32)
         if patches is None:
-            rows = [(k, v.tobytes()) for k, v in zip(keys, vecs, strict=True)]
-            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", rows)
+            text_rows = [(k, v.tobytes()) for k, v in zip(keys, vecs, strict=True)]
+            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", text_rows)
         else:
-            rows = [(k, patches, v.tobytes()) for k, v in zip(keys, vecs, strict=True)]
-            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", rows)
+            image_rows = [(k, patches, v.tobytes()) for k, v in zip(keys, vecs, strict=True)]
+            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", image_rows)
         self._db.commit()
 
     def get_images(self, keys: list[str], max_num_patches: int) -> dict[str, np.ndarray]:

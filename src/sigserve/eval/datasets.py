@@ -145,7 +145,7 @@ def load_manifest(path: Path, classnames: list[str] | None, images: Path | None)
         missing = sorted({lab for lab in raw_labels if lab not in index and canonical_classname(lab) not in index})
         if missing:
             raise DatasetError(f"labels not in the class names: {missing[:5]}")
-        labels = [index.get(lab, index.get(canonical_classname(lab))) for lab in raw_labels]
+        labels = [index[lab] if lab in index else index[canonical_classname(lab)] for lab in raw_labels]
     return ClassificationData(path.stem, paths, np.array(labels, dtype=np.int64), names, str(path))
 
 

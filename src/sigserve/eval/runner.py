@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .sources import EmbeddingSource
 from .cache import EmbeddingCache, image_key
 from .datasets import ClassificationData, RetrievalData
 from .metrics import class_embeddings, retrieval_metrics, zeroshot_metrics
+from .sources import EmbeddingSource
 from .templates import prompts_for
 
 ZEROSHOT_TASK = "zeroshot_classification"

@@ -27,7 +27,7 @@ class Access:
         self.meter = meter
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Access":
+    def from_settings(cls, settings: Settings) -> Access:
         static = settings.api_key.get_secret_value() if settings.api_key else None
         store = KeyStore(settings.resolved_database_url, static_key=static)
         limiter = RateLimiter(default_rpm=settings.default_rpm, default_images_per_min=settings.default_images_per_min)

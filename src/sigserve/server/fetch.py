@@ -174,7 +174,7 @@ def refusal_reason(ip: IPAddress, allow_private: bool = False,
 async def system_resolver(host: str, port: int) -> list[str]:
     """The addresses the system resolver gives for `host` (deduplicated, in order)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 # -- the fetcher --------------------------------------------------------------------------

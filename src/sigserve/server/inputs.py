@@ -4,8 +4,9 @@ an error can say `input[3]`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 from sigserve.server import schemas
 from sigserve.server.errors import APIError

@@ -4,17 +4,23 @@ serving layer (cancelled if the client goes away), and records usage. Nothing el
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from sigserve.accounts.keys import KeyRecord
 from sigserve.server import schemas
 from sigserve.server.errors import APIError
 from sigserve.server.serving import Prepared
-from sigserve.accounts.keys import KeyRecord
 
-T = TypeVar("T")
+
+class _Metered(Protocol):
+    usage: schemas.Usage
+
+
+T = TypeVar("T", bound=_Metered)  # every response the routes serve carries its usage
 router = APIRouter()
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, but metrics show it
 

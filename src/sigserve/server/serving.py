@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -59,8 +60,8 @@ class Serving:
 
     # -- parsing (before the rate limits are charged) ------------------------------------------
 
-    def prepare(self, req: R) -> Prepared[R]:
-        self._check_model(req.model)  # type: ignore[attr-defined]
+    def prepare(self, req: Any) -> Prepared[Any]:
+        self._check_model(req.model)
         if isinstance(req, schemas.EmbeddingRequest):
             return Prepared(req, self._items(parse_items(req.input, "input", req.modality)))
         if isinstance(req, schemas.RerankRequest):
