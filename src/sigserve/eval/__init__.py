@@ -9,7 +9,17 @@ from .sources import LibrarySource, ServerSource
 from .templates import canonicalize, load_templates
 
 __all__ = [
-    "EvalResult", "Outputs", "evaluate_zeroshot", "evaluate_retrieval", "LibrarySource", "ServerSource",
-    "DatasetError", "load_classification", "load_retrieval", "zeroshot_metrics", "retrieval_metrics",
-    "canonicalize", "load_templates",
+    "DatasetError",
+    "EvalResult",
+    "LibrarySource",
+    "Outputs",
+    "ServerSource",
+    "canonicalize",
+    "evaluate_retrieval",
+    "evaluate_zeroshot",
+    "load_classification",
+    "load_retrieval",
+    "load_templates",
+    "retrieval_metrics",
+    "zeroshot_metrics",
 ]
