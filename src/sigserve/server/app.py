@@ -46,10 +46,14 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
         access = await asyncio.to_thread(Access.from_settings, settings)
         engine.start()
         app.state.engine, app.state.access = engine, access
-        app.state.serving = Serving(engine, settings, fetcher)
+        app.state.serving = serving = Serving(engine, settings, fetcher)
+        # /ready says 200 only after every tower and the common grids ran once (lazy graph builds, the
+        # allocator's arenas): the first request then costs what the tenth does. /health answers meanwhile.
+        warm_up = asyncio.create_task(serving.warm_up())
         try:
             yield
         finally:
+            warm_up.cancel()
             engine.stop()
             await fetcher.aclose()
             access.close()

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
                                          description="NaFlex patches per image when a request names none.")
     label_cache_size: int = Field(defaults.DEFAULT_TEXT_CACHE_SIZE, ge=0,
                                   description="Prompt embeddings kept for classify labels (LRU).")
+    detect_image_data_uris: bool = Field(
+        True, description="Embed a plain input string that is a data:image/...;base64 URI as an image (what LangChain, "
+                          "LlamaIndex and LiteLLM send); off: every plain string is text.")
 
     @field_validator("data_dir")
     @classmethod
