@@ -165,6 +165,13 @@ class Pipeline:
                     out.append(self.embed_texts([t])[0])
         return np.stack(out) if out else np.zeros((0, self.embedding_dim), np.float32)
 
+    def collection(self, name: str, uri: str | os.PathLike | None = None, **options):
+        """The image collection `name` (created when absent) for search by text, image or both:
+        see sigserve.collections.open. Imported lazily: collections sit above the pipeline."""
+        from sigserve import collections
+
+        return collections.open(self, name, uri, **options)
+
     def describe(self) -> dict:
         with torch.device("meta"):
             counts = _parameter_counts(Siglip2(self.config))
