@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 from sigserve.cli.common import (BackendOpt, BatchSizeOpt, LoadFormat, LoadFormatOpt, MaxPatchesOpt, ModelOpt,
                                  PrecisionOpt, load_model)
 from sigserve.cli.embed import IMAGE_EXTENSIONS
-from sigserve.collections.ann import MIN_INDEX_ROWS
 from sigserve.errors import InputError, SigserveError
 
 CollectionOpt = typer.Option(..., "--collection", "-c", help="Collection name.")
@@ -319,6 +318,8 @@ def optimize(name: str = typer.Argument(..., help="Collection name."), uri: str 
     except SigserveError as exc:
         raise fail(str(exc)) from None
     typer.echo(json.dumps(state, indent=2))
+    from sigserve.collections.ann import MIN_INDEX_ROWS
+
     if state["type"] is None and build_index is not False:
         typer.echo(f"no ANN index: exact search is used below {state['threshold']} rows "
                    f"(--index builds one from {MIN_INDEX_ROWS} rows)", err=True)

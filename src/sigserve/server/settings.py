@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="one static bearer key; none and no database: open access")
     data_dir: Path = Field(default_factory=default_data_dir, description="where the default SQLite database lives")
     database_url: str | None = Field(None, description="SQLAlchemy URL for keys and usage (default: SQLite in data_dir)")
+    collections_uri: str | None = Field(None, description="LanceDB URI of the collections (default: data_dir/collections)")
+    collections_index_threshold: int | None = Field(None, ge=0, description="rows from which a collection gets an ANN index")
     price_per_1k_images: float = Field(0.0, ge=0, description="advertised in /v1/models and used for usage cost")
     price_per_1m_tokens: float = Field(0.0, ge=0)
     default_rpm: int | None = Field(None, ge=0, description="requests per minute for keys without their own limit")
