@@ -26,7 +26,7 @@ ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "boolean": pa.bool
 TYPE_OF_ARROW = {str(v): k for k, v in ARROW_TYPES.items()}
 # Fields every item has, filterable under a leading underscore (user keys cannot start with one).
 BUILTIN_FIELDS = {"_id": ("id", "string"), "_source": ("source", "string"),
-                  "_max_num_patches": ("max_num_patches", "number")}
+                  "_max_num_patches": ("max_num_patches", "integer")}
 
 
 def column(key: str) -> str:

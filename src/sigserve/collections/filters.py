@@ -136,12 +136,16 @@ def _literal(value: Any, kind: str, param: str) -> str:
         if "\x00" in value:
             raise _fail(param, "strings cannot contain NUL characters")
         return "'" + value.replace("'", "''") + "'"  # standard SQL: backslashes are literal
-    if kind == "number":
+    if kind in ("number", "integer"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(param, f"expected a number, got {_json_type(value)}")
         number = float(value)
         if not math.isfinite(number):
             raise _fail(param, "numbers must be finite")
+        if number.is_integer() and abs(number) < 2**53:
+            return str(int(number))  # an integer literal compares with integer and float columns alike
+        if kind == "integer":
+            raise _fail(param, f"expected an integer, got {value!r}")
         return repr(number)
     if kind == "boolean":
         if not isinstance(value, bool):
