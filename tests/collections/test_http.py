@@ -127,3 +127,37 @@ def test_restart_serves_the_same_results(tmp_path, tiny_checkpoint, tiny_model, 
     finally:
         live.__exit__(None, None, None)
     assert len(before) == 5 and after == before
+
+
+def test_concurrent_adds_are_all_stored(server, images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    call(server, "POST", "/v1/collections", json={"name": "busy"})
+
+    def add(i):
+        items = [{"id": f"r{i}-{j}", "image": data_uri(images[(2 * i + j) % len(images)]), "metadata": {"req": i}}
+                 for j in range(2)]
+        return call(server, "POST", "/v1/collections/busy/items", json={"items": items})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(add, range(8)))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert all(r.json()["added"] == 2 for r in responses)
+    assert call(server, "GET", "/v1/collections/busy").json()["count"] == 16
+
+
+def test_a_collection_of_other_weights_is_refused(server, tmp_path, images):
+    import sys
+    from pathlib import Path
+
+    import sigserve
+    from sigserve.collections import Store
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from checkpoints import make_checkpoint
+
+    other = sigserve.load(make_checkpoint(tmp_path / "other", "tiny", seed=1))
+    other.collection("foreign", uri=Store(tmp_path / "data" / "collections").uri).add([images[0]])
+    refused = call(server, "POST", "/v1/collections/foreign/search", json={"query": {"text": "x"}})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "model_mismatch"
+    assert call(server, "GET", "/v1/collections/foreign").json()["count"] == 1  # still visible and described
