@@ -119,3 +119,20 @@ def test_search_table_and_collections_commands(runner, tiny_checkpoint, store_ur
     assert runner.invoke(app, ["collections", "delete", "photos", "--yes", "--uri", store_uri]).exit_code == 0
     missing = runner.invoke(app, ["collections", "info", "photos", "--uri", store_uri])
     assert missing.exit_code == 2 and "no collection named 'photos'" in missing.output
+
+
+def test_bad_metadata_rows_are_skipped_not_fatal(runner, tiny_checkpoint, store_uri, folder):
+    meta = folder / "meta.jsonl"
+    meta.write_text('{"path": "p0.png", "price": 3}\n{"path": "p1.png", "price": "cheap"}\n'
+                    '{"path": "p2.png", "price": {"nested": 1}}\n{"path": "gone.png", "price": 1}\n')
+    result = index(runner, tiny_checkpoint, store_uri, str(folder), "--metadata", str(meta))
+    assert "2 skipped" not in result.output and "3 skipped" in result.output  # p1, p2 and broken.jpg
+    assert "metadata.price" in result.output and "1 metadata row(s) name no file" in result.output
+    assert "2 embedded" in result.output  # p0 and p3
+
+
+def test_csv_words_that_look_like_numbers_stay_words(tmp_path):
+    from sigserve.cli.collections import _csv_value
+
+    assert [_csv_value(v) for v in ("3", "2.5", "1e3", "nan", "Infinity", "true", "FALSE", "0012", "0.5")] == \
+        [3, 2.5, 1000.0, "nan", "Infinity", True, False, "0012", 0.5]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 from sigserve.cli.common import (BackendOpt, BatchSizeOpt, LoadFormat, LoadFormatOpt, MaxPatchesOpt, ModelOpt,
                                  PrecisionOpt, load_model)
 from sigserve.cli.embed import IMAGE_EXTENSIONS
-from sigserve.errors import InputError, SigserveError
+from sigserve.errors import InputError, InvalidArgumentError, SigserveError
 
 CollectionOpt = typer.Option(..., "--collection", "-c", help="Collection name.")
 UriOpt = typer.Option(None, "--uri", help="LanceDB URI of the store (default: <data folder>/collections; "
@@ -56,6 +57,8 @@ def index(
 
     files = find_files(paths, recursive)
     extra = read_metadata(metadata) if metadata else {}
+    if unmatched := len(set(extra) - set(map(str, files))):
+        typer.secho(f"note: {unmatched} metadata row(s) name no file being indexed", fg=typer.colors.YELLOW, err=True)
     pipe = load_model(model, load_format, backend, precision)
     try:
         col = collections.open(pipe, collection, uri)
@@ -108,11 +111,15 @@ def _csv_value(text: str):
     """CSV cells are text: numbers and true/false become JSON numbers and booleans (filterable as such)."""
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
+    if text.lstrip("-+")[:1] == "0" and text.lstrip("-+")[1:2].isdigit():
+        return text  # leading zeros (postcodes, SKUs) are identifiers, not numbers
     try:
         number = float(text)
-        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
     except ValueError:
         return text
+    if not math.isfinite(number):  # "nan", "inf", "Infinity" are words here, not numbers
+        return text
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
 
 
 class Indexer:
@@ -129,11 +136,12 @@ class Indexer:
                                disable=len(files) < 1000))
         stored = {row["id"]: row for row in self.col.get([str(f) for f in files]) if row}
         todo, retag, unchanged, skipped = [], [], 0, 0
+        known = self.col.fields
         for path, digest in zip(files, hashes):
-            if digest is None:
+            meta, row = extra.get(str(path)), stored.get(str(path))
+            if digest is None or not self._metadata_ok(path, meta, known):
                 skipped += 1
                 continue
-            meta, row = extra.get(str(path)), stored.get(str(path))
             if row is None or row["content_hash"] != digest or row["max_num_patches"] != self.max_num_patches:
                 todo.append((path, digest, meta))
             elif meta is not None and meta != row["metadata"]:
@@ -145,6 +153,18 @@ class Indexer:
         embedded = self._embed(todo)
         return {"embedded": embedded, "metadata_updated": len(retag), "unchanged": unchanged,
                 "skipped": skipped + self.bad}
+
+    @staticmethod
+    def _metadata_ok(path: Path, meta: dict | None, known: dict[str, str]) -> bool:
+        """Check a file's metadata before any work (types must agree across files); report and skip it if bad."""
+        from sigserve.collections import fields as fieldmod
+
+        try:
+            known.update(fieldmod.check_metadata(meta, known, "metadata"))
+            return True
+        except InvalidArgumentError as exc:
+            tqdm.write(f"skipped {path}: {exc}")
+            return False
 
     def _embed(self, todo: list) -> int:
         """Embed in batches, committing every COMMIT_EVERY images; bad files are reported and skipped."""
