@@ -23,10 +23,6 @@ class TowerConfig:
     layer_norm_eps: float = 1e-6
     hidden_act: str = "gelu_pytorch_tanh"
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
 
 @dataclass(frozen=True)
 class VisionConfig(TowerConfig):

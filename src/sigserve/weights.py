@@ -140,11 +140,17 @@ def weight_files(folder: Path) -> list[Path]:
     return [folder / "model.safetensors"]
 
 
-def load_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> Siglip2:
-    """Build the model on the meta device and assign the mapped tensors to it (no copy, no init)."""
+def mapped_tensors(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint (all shards), memory-mapped."""
     tensors: dict[str, torch.Tensor] = {}
     for f in weight_files(ckpt.path):
         tensors.update(mmap_safetensors(f))
+    return tensors
+
+
+def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> Siglip2:
+    """Build the torch model on the meta device and assign the mapped tensors to it (no copy, no init)."""
+    tensors = mapped_tensors(ckpt)
     with torch.device("meta"):
         model = Siglip2(ckpt.config)
     state = {k: v for k, v in tensors.items() if not k.endswith(IGNORED_KEYS)}

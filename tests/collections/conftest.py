@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from collection_images import png
+from tests.collections.collection_images import png
 
 
 @pytest.fixture(scope="session")

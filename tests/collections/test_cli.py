@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sigserve.cli import build_app
 from sigserve.pipeline import Pipeline
 
-from collection_images import png
+from tests.collections.collection_images import png
 
 
 @pytest.fixture

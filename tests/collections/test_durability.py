@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 import httpx
-from collection_images import png
-from collection_server import data_uri
+from tests.collections.collection_images import png
+from tests.collections.collection_server import data_uri
+from tests.support.server import free_port
 
 START = "from sigserve.cli import main; main()"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(checkpoint, data_dir, port) -> subprocess.Popen:

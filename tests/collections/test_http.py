@@ -8,9 +8,9 @@ import hashlib
 import httpx
 import numpy as np
 import pytest
-from collection_server import data_uri, start_server
+from tests.collections.collection_server import data_uri, start_server
 
-from sigserve.server.keys import KeyStore, database_url_for
+from sigserve.accounts.keys import KeyStore, database_url_for
 
 
 @pytest.fixture
@@ -147,14 +147,10 @@ def test_concurrent_adds_are_all_stored(server, images):
 
 
 def test_a_collection_of_other_weights_is_refused(server, tmp_path, images):
-    import sys
-    from pathlib import Path
-
     import sigserve
     from sigserve.collections import Store
 
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from checkpoints import make_checkpoint
+    from tests.support.checkpoints import make_checkpoint
 
     other = sigserve.load(make_checkpoint(tmp_path / "other", "tiny", seed=1))
     other.collection("foreign", uri=Store(tmp_path / "data" / "collections").uri).add([images[0]])

@@ -112,11 +112,7 @@ def test_bad_image_writes_nothing(photos, images):
 
 
 def test_other_weights_are_refused(tmp_path, photos, store_uri):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from checkpoints import make_checkpoint
+    from tests.support.checkpoints import make_checkpoint
 
     other = sigserve.load(make_checkpoint(tmp_path / "other", "tiny", seed=1))
     col = other.collection("photos", uri=store_uri)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from sigserve.server.keys import KeyStore
-from sigserve.server.usage import UsageMeter
+from sigserve.accounts.keys import KeyStore
+from sigserve.accounts.usage import UsageMeter
 
 
 def test_old_usage_table_gets_the_searches_column(tmp_path):

@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-from conftest import MODEL, WrappedModel, b64
+from tests.support.images import b64
+from tests.support.server import MODEL, WrappedModel
 
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 
@@ -138,7 +139,7 @@ def test_static_api_key(make_server):
 
 
 def test_database_keys_rate_limits_and_usage(make_server, tmp_path):
-    from sigserve.server.keys import KeyStore, database_url_for
+    from sigserve.accounts.keys import KeyStore, database_url_for
 
     url = database_url_for(tmp_path / "keys")
     store = KeyStore(url)
@@ -161,7 +162,7 @@ def test_database_keys_rate_limits_and_usage(make_server, tmp_path):
 
 
 def test_errors_after_admission_still_carry_rate_limit_headers(make_server, tmp_path):
-    from sigserve.server.keys import KeyStore, database_url_for
+    from sigserve.accounts.keys import KeyStore, database_url_for
 
     url = database_url_for(tmp_path / "keys")
     store = KeyStore(url)
@@ -176,6 +177,6 @@ def test_errors_after_admission_still_carry_rate_limit_headers(make_server, tmp_
 
 
 def _png() -> bytes:
-    from conftest import image_bytes
+    from tests.support.images import image_bytes
 
     return image_bytes(7, (40, 30))

@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from conftest import MODEL
+from tests.support.server import MODEL
 
 EXAMPLES_PER_MODE = 60
 

@@ -7,7 +7,8 @@ import base64
 import numpy as np
 import pytest
 
-from conftest import MODEL, b64, data_uri
+from tests.support.images import b64, data_uri
+from tests.support.server import MODEL
 
 LABELS = ["a cat", "a dog", "a red car", "a bowl of soup"]
 

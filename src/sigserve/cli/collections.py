@@ -14,8 +14,8 @@ from pathlib import Path
 import typer
 from tqdm.auto import tqdm
 
-from sigserve.cli.common import (BackendOpt, BatchSizeOpt, LoadFormat, LoadFormatOpt, MaxPatchesOpt, ModelOpt,
-                                 PrecisionOpt, load_model)
+from sigserve.cli.common import (BackendChoice, BackendOpt, BatchSizeOpt, LoadFormat, LoadFormatOpt, MaxPatchesOpt,
+                                 ModelOpt, Precision, PrecisionOpt, fail, load_or_exit)
 from sigserve.cli.embed import IMAGE_EXTENSIONS
 from sigserve.errors import InputError, InvalidArgumentError, SigserveError
 
@@ -33,11 +33,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(collections_app, name="collections")
 
 
-def fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(2)
-
-
 # -- sigserve index ---------------------------------------------------------------------------------
 
 
@@ -49,8 +44,8 @@ def index(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     prune: bool = typer.Option(False, "--prune", help="Remove entries under PATHS whose files are gone."),
     uri: str = UriOpt,
-    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: str = BackendOpt,
-    precision: str = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
+    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
 ):
     """Add images to a collection (created when absent). Re-runs embed only new or changed files."""
     from sigserve import collections
@@ -59,7 +54,7 @@ def index(
     extra = read_metadata(metadata) if metadata else {}
     if unmatched := len(set(extra) - set(map(str, files))):
         typer.secho(f"note: {unmatched} metadata row(s) name no file being indexed", fg=typer.colors.YELLOW, err=True)
-    pipe = load_model(model, load_format, backend, precision)
+    pipe = load_or_exit(model, load_format, backend, precision)
     try:
         col = collections.open(pipe, collection, uri)
         col.check_model()
@@ -68,7 +63,7 @@ def index(
             summary["pruned"] = prune_missing(col, paths, set(map(str, files)))
         state = col.optimize() if summary["embedded"] or summary.get("pruned") else None
     except SigserveError as exc:
-        raise fail(str(exc)) from None
+        fail(str(exc))
     parts = [f"{summary[k]} {k}" for k in ("embedded", "metadata_updated", "unchanged", "skipped", "pruned") if k in summary]
     typer.echo(f"{collection}: {', '.join(parts)}; {col.count()} items"
                + (f" (ANN index: {state['type']})" if state and state["type"] else ""), err=True)
@@ -98,11 +93,11 @@ def read_metadata(path: Path) -> dict[str, dict]:
         with open(path, newline="") as f:
             rows = [{k: _csv_value(v) for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(f)]
     else:
-        raise fail(f"--metadata must be a .csv or .jsonl file, got {path}")
+        fail(f"--metadata must be a .csv or .jsonl file, got {path}")
     out = {}
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-            raise fail(f"{path}: row {i + 1} has no 'path'")
+            fail(f"{path}: row {i + 1} has no 'path'")
         out[str((base / row.pop("path")).resolve())] = row
     return out
 
@@ -232,8 +227,8 @@ def search(
     show: str = typer.Option(None, "--show", help="Comma-separated metadata fields to show (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     uri: str = UriOpt,
-    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: str = BackendOpt,
-    precision: str = PrecisionOpt, max_num_patches: int = MaxPatchesOpt,
+    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt,
 ):
     """Search a collection by text, by image, or both. Probabilities are SigLIP's calibrated sigmoid."""
     from sigserve import collections
@@ -243,14 +238,14 @@ def search(
     try:
         flt = json.loads(filter) if filter else None
     except json.JSONDecodeError as exc:
-        raise fail(f"--filter is not valid JSON: {exc}") from None
-    pipe = load_model(model, load_format, backend, precision)
+        fail(f"--filter is not valid JSON: {exc}")
+    pipe = load_or_exit(model, load_format, backend, precision)
     try:
         col = collections.open(pipe, collection, uri, create=False)
         hits = col.search(text, image, top_k=top_k, filter=flt, threshold=threshold, text_weight=text_weight,
                           max_num_patches=max_num_patches)
     except SigserveError as exc:
-        raise fail(str(exc)) from None
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps([{"rank": r, "id": h.id, "source": h.source, "probability": h.probability,
                                 "score": h.score, "metadata": h.metadata} for r, h in enumerate(hits, 1)], indent=2))
@@ -308,7 +303,7 @@ def info(name: str = typer.Argument(..., help="Collection name."), uri: str = Ur
     try:
         typer.echo(json.dumps(_store(uri).info(name), indent=2))
     except SigserveError as exc:
-        raise fail(str(exc)) from None
+        fail(str(exc))
 
 
 @collections_app.command("delete")
@@ -321,7 +316,7 @@ def delete(name: str = typer.Argument(..., help="Collection name."), uri: str = 
     try:
         store.drop(name)
     except SigserveError as exc:
-        raise fail(str(exc)) from None
+        fail(str(exc))
     typer.echo(f"deleted {name}", err=True)
 
 
@@ -336,7 +331,7 @@ def optimize(name: str = typer.Argument(..., help="Collection name."), uri: str 
     try:
         state = Collection(store, name, model=None).optimize(index=build_index)
     except SigserveError as exc:
-        raise fail(str(exc)) from None
+        fail(str(exc))
     typer.echo(json.dumps(state, indent=2))
     from sigserve.collections.ann import MIN_INDEX_ROWS
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import lancedb
 import pyarrow as pa
 
+from sigserve import paths
 from sigserve.collections import fields as fieldmod
 from sigserve.collections.errors import CollectionExistsError, CollectionNotFoundError
 from sigserve.errors import InvalidArgumentError
 
+COLLECTIONS_FOLDER = "collections"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 META_KEY = b"sigserve.collection"
 # Every read first checks for a newer table version, so a server sees what `sigserve index` (or
@@ -28,9 +30,9 @@ READ_CONSISTENCY = timedelta(0)
 
 
 def default_uri(data_dir: str | os.PathLike | None = None) -> str:
-    """The default store: <data folder>/collections. The ONE place that knows this path."""
-    base = data_dir or os.environ.get("SIGSERVE_DATA_DIR") or Path.home() / ".local" / "share" / "sigserve"
-    return str(Path(base).expanduser() / "collections")
+    """The default store: the `collections` folder of `data_dir`, else of sigserve's data folder."""
+    folder = Path(data_dir).expanduser() / COLLECTIONS_FOLDER if data_dir else paths.data_dir(COLLECTIONS_FOLDER)
+    return str(folder)
 
 
 @dataclass

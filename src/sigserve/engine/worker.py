@@ -105,13 +105,6 @@ class InferenceWorker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._failure is None and not self._stopping
 
-    @property
-    def failure(self) -> BaseException | None:
-        return self._failure
-
-    def depth(self, tower: str) -> int:
-        return len(self._towers[tower].queue)
-
     # -- submission (called on the event loop) ------------------------------------------------
 
     def submit(self, tower: str, payloads: Sequence[Any]) -> list[asyncio.Future]:

@@ -9,21 +9,12 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 
 _VARS = 500  # bound parameters per SELECT
-
-
-def default_cache_dir() -> Path:
-    """$SIGSERVE_CACHE/eval, else $XDG_CACHE_HOME/sigserve/eval, else ~/.cache/sigserve/eval."""
-    if os.environ.get("SIGSERVE_CACHE"):
-        return Path(os.environ["SIGSERVE_CACHE"]) / "eval"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sigserve" / "eval"
 
 
 def image_key(path: str | Path) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sigserve.errors import SigserveError
+
 from .templates import canonical_classname, load_classnames
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -24,8 +26,12 @@ KARPATHY_NAMES = {"coco": "mscoco_captions", "flickr30k": "flickr30k", "flickr8k
 DEFAULT_LANGUAGE = "en"
 
 
-class DatasetError(ValueError):
+class DatasetError(SigserveError):
     """The data set files are missing, inconsistent or in an unknown format."""
+
+
+class ImageFileError(DatasetError):
+    """An image file of the data set could not be used (corrupt, too large, ...)."""
 
 
 @dataclass

@@ -7,13 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from typing import Any
-
 from fastapi import FastAPI
 
 import sigserve
-from sigserve.engine import Engine
-from sigserve.images import DEFAULT_MAX_PIXELS
+from sigserve.engine import Engine, ServedModel
 from sigserve.server import collections, errors, routes
 from sigserve.server.access import Access
 from sigserve.server.fetch import ImageFetcher
@@ -25,25 +22,22 @@ from sigserve.server.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def load_model(settings: Settings) -> Any:
+def load_pipeline(settings: Settings) -> ServedModel:
     """The library model the settings describe (blocking: seconds to minutes)."""
-    # No backend named: let the library pick its default (it knows which one is fastest here).
-    chosen = {"backend": settings.backend} if settings.backend not in (None, "auto") else {}
-    return sigserve.load(settings.model, dummy=settings.dummy, precision=settings.precision,
-                         device=settings.resolved_device,
-                         max_image_pixels=settings.max_image_pixels or DEFAULT_MAX_PIXELS,
-                         jpeg_draft=settings.jpeg_draft, **chosen)
+    return sigserve.load(settings.model, dummy=settings.dummy, backend=settings.backend, precision=settings.precision,
+                         device=settings.resolved_device, max_image_pixels=settings.max_image_pixels,
+                         jpeg_draft=settings.jpeg_draft, text_cache_size=settings.label_cache_size)
 
 
-def create_app(settings: Settings, model: Any = None) -> FastAPI:
+def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
     """`model`: an already loaded library model (the CLI loads it first, to fail before binding
     a port); None loads it from the settings during startup."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loaded = model if model is not None else await asyncio.to_thread(load_model, settings)
-        if getattr(loaded, "dummy", False):
+        loaded = model if model is not None else await asyncio.to_thread(load_pipeline, settings)
+        if loaded.dummy:
             log.warning("serving a DUMMY model (random weights): embeddings are meaningless")
         engine = Engine(loaded, settings.engine_config(), observer=metrics)
         fetcher = ImageFetcher(max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,

@@ -19,6 +19,7 @@ import logging
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from sigserve.accounts.keys import KeyRecord
 from sigserve.collections import Collection, CollectionMeta, Store, default_uri
 from sigserve.collections import fields as fieldmod
 from sigserve.collections.errors import CollectionExistsError, CollectionNotFoundError, ModelMismatchError
@@ -27,7 +28,6 @@ from sigserve.scoring import l2_normalize
 from sigserve.server import collections_schemas as cs
 from sigserve.server.errors import APIError
 from sigserve.server.inputs import Item, parse_item
-from sigserve.server.keys import KeyRecord
 from sigserve.server.routes import caller
 from sigserve.server.schemas import Usage
 
@@ -121,7 +121,7 @@ class CollectionService:
         """(patches, sha256 of the bytes, source) for one item, or its error (the others go on)."""
         try:
             blob = await self.serving.images.fetch(ref.value, index=i)
-            patches = (await self.engine.load_images([blob], mnp, indices=[i]))[0]
+            patches = (await self.engine.load_images([blob], mnp))[0]
         except InputError as exc:
             return cs.ItemError(message=f"{ref.param}: {exc.reason}", param=ref.param,
                                 code=getattr(exc, "code", "invalid_input"))

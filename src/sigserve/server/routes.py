@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 
 from sigserve.server import schemas
 from sigserve.server.errors import APIError
-from sigserve.server.keys import KeyRecord
+from sigserve.server.serving import Prepared
+from sigserve.accounts.keys import KeyRecord
 
 T = TypeVar("T")
 router = APIRouter()
@@ -22,13 +23,15 @@ async def caller(request: Request) -> KeyRecord:
     return await request.app.state.access.authorize(request)
 
 
-async def _served(request: Request, response: Response, key: KeyRecord, images: int,
-                  work: Callable[[], Awaitable[T]]) -> T:
+async def _served(request: Request, response: Response, key: KeyRecord, body,
+                  work: Callable[[Prepared], Awaitable[T]]) -> T:
+    """Parse and check the body once, charge the rate limits for it, serve it, record the usage."""
     state = request.app.state
-    headers = await state.access.admit(key, images)
+    job = state.serving.prepare(body)
+    headers = await state.access.admit(key, job.images)
     response.headers.update(headers)
     request.state.response_headers = headers  # an error from here on still tells the client its limits
-    result = await _until_disconnect(request, work())
+    result = await _until_disconnect(request, work(job))
     await state.access.record(key, result.usage)
     state.metrics.on_usage(result.usage.images, result.usage.patches, result.usage.prompt_tokens)
     return result
@@ -92,29 +95,25 @@ async def list_models(request: Request, key: KeyRecord = Depends(caller)) -> sch
 @router.post("/v1/embeddings", response_model=schemas.EmbeddingResponse, tags=["embeddings"])
 async def embeddings(body: schemas.EmbeddingRequest, request: Request, response: Response,
                      key: KeyRecord = Depends(caller)) -> schemas.EmbeddingResponse:
-    serving = request.app.state.serving
-    return await _served(request, response, key, serving.images_in(body), lambda: serving.embeddings(body))
+    return await _served(request, response, key, body, request.app.state.serving.embeddings)
 
 
 @router.post("/v1/classify", response_model=schemas.ClassifyResponse, tags=["classify"])
 async def classify(body: schemas.ClassifyRequest, request: Request, response: Response,
                    key: KeyRecord = Depends(caller)) -> schemas.ClassifyResponse:
-    serving = request.app.state.serving
-    return await _served(request, response, key, serving.images_in(body), lambda: serving.classify(body))
+    return await _served(request, response, key, body, request.app.state.serving.classify)
 
 
 @router.post("/v1/rerank", response_model=schemas.RerankResponse, response_model_exclude_none=True, tags=["rerank"])
 async def rerank(body: schemas.RerankRequest, request: Request, response: Response,
                  key: KeyRecord = Depends(caller)) -> schemas.RerankResponse:
-    serving = request.app.state.serving
-    return await _served(request, response, key, serving.images_in(body), lambda: serving.rerank(body))
+    return await _served(request, response, key, body, request.app.state.serving.rerank)
 
 
 @router.post("/v1/patch_features", response_model=schemas.PatchFeaturesResponse, tags=["patch features"])
 async def patch_features(body: schemas.PatchFeaturesRequest, request: Request, response: Response,
                          key: KeyRecord = Depends(caller)) -> schemas.PatchFeaturesResponse:
-    serving = request.app.state.serving
-    return await _served(request, response, key, serving.images_in(body), lambda: serving.patch_features(body))
+    return await _served(request, response, key, body, request.app.state.serving.patch_features)
 
 
 @router.get("/v1/usage", tags=["usage"])

@@ -8,6 +8,8 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sigserve.defaults import MAX_PATCHES, MIN_PATCHES
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -58,7 +60,7 @@ class ImageBase64Part(_Strict):
 InputItem = Union[str, TextPart, ImageURLPart, ImageBase64Part, TextObject, ImageObject]
 ImageItem = Union[str, ImageURLPart, ImageBase64Part, ImageObject]
 
-MaxNumPatches = Field(None, ge=16, le=4096, description="NaFlex sequence length (default: the server's)")
+MaxNumPatches = Field(None, ge=MIN_PATCHES, le=MAX_PATCHES, description="NaFlex sequence length (default: the server's)")
 
 
 # -- shared ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ so it is slowed down rather than refused forever.
 
 With several replicas each one keeps its own buckets, so the effective limit is per replica
 (N replicas allow up to N times the rate). The quota is global: it compares the all-time image
-count stored by :class:`sigserve.server.usage.UsageMeter` with the key's ``quota_images``; the
+count stored by :class:`sigserve.accounts.usage.UsageMeter` with the key's ``quota_images``; the
 check and the recording are not one transaction, so concurrent requests can overshoot the quota
 by at most the requests in flight. The quota counts images only; text-only requests pass.
 
@@ -20,20 +20,6 @@ OpenAI has ``tokens``; only the limits the key has are sent::
     x-ratelimit-reset-requests      time until the bucket is full again, like "1s", "250ms", "1m30s"
     x-ratelimit-limit-images / x-ratelimit-remaining-images / x-ratelimit-reset-images
     retry-after                     whole seconds, on a refusal by rate (not on quota)
-
-Wiring (server side)::
-
-    limiter = RateLimiter(default_rpm=settings.default_rpm,
-                          default_images_per_min=settings.default_images_per_min)
-
-    decision = limiter.check(key, images=n_images,
-                             images_used=meter.images_used(key.id) if key.quota_images
-                             is not None else None)
-    headers = rate_limit_headers(decision)          # add to the response, success or not
-    if not decision.allowed:
-        # 429 with {"error": {"message": decision.message, "type": decision.error_type,
-        #                     "param": None, "code": decision.error_code}} and `headers`
-        ...
 """
 
 from __future__ import annotations
@@ -43,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .keys import KeyRecord
+from sigserve.accounts.keys import KeyRecord
 
 
 @dataclass(frozen=True)
@@ -164,12 +150,6 @@ class RateLimiter:
             quota_remaining=None if remaining is None else
             (remaining - images if not refused else remaining),
         )
-
-    def forget(self, key_id: str) -> None:
-        """Drop a key's buckets (for instance after revocation)."""
-        with self._lock:
-            for name in ("requests", "images"):
-                self._buckets.pop((key_id, name), None)
 
     def _buckets_for(self, key: KeyRecord, now: float) -> dict[str, _Bucket]:
         limits = {"requests": key.rpm or self.default_rpm,

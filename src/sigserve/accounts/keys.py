@@ -6,7 +6,7 @@ as a salted scrypt hash (per-key random salt) and compared in constant time. The
 returned once by :meth:`KeyStore.create` and never stored.
 
 Storage is SQLAlchemy 2 Core with portable SQL only, so the default SQLite file
-(``sqlite:///{data_dir}/sigserve.db``) and a PostgreSQL URL shared by several replicas both work.
+(``sqlite:///<data folder>/sigserve.db``) and a PostgreSQL URL shared by several replicas both work.
 
 Speed: scrypt costs tens of milliseconds, so a verified plaintext is remembered in memory (by its
 SHA-256, never in clear) for ``verify_ttl_s``. The row itself (revoked flag, limits) is re-read
@@ -17,20 +17,6 @@ effect immediately.
 Open mode: with no static key and no key ever created, :meth:`KeyStore.is_open` is true and the
 server should accept anonymous calls (as :data:`ANONYMOUS`) and log a loud warning when bound
 beyond localhost. Revoking every key does NOT reopen the server: a revoked key still counts.
-
-Wiring (server side)::
-
-    store = KeyStore(settings.database_url or database_url_for(settings.data_dir),
-                     static_key=settings.api_key)           # once, in the app factory / lifespan
-    if store.is_open() and host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("no API keys: the server is open to anyone who can reach it")
-
-    def require_key(request: Request) -> KeyRecord:      # sync: FastAPI runs it in a thread
-        token = bearer_token(request.headers.get("authorization"),
-                             request.headers.get("x-api-key"))
-        return store.authorize(token)                    # raises AuthError (401) -> error envelope
-
-    # admin-only routes: store.require_admin(record) raises AuthError(403, permission_error)
 
 At shutdown call ``store.close()``.
 """
@@ -48,7 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+
+from sigserve.errors import InvalidArgumentError, SigserveError
 
 KEY_PREFIX = "sk-sig-"
 _CACHE_MAX = 10_000
@@ -99,20 +86,12 @@ class KeyRecord:
 ANONYMOUS = KeyRecord(id="anonymous", name="anonymous", kind="anonymous")
 
 
-class AuthError(Exception):
+class AuthError(SigserveError):
     """Refused authentication (401) or authorisation (403), in OpenAI error terms."""
 
     def __init__(self, status: int, message: str, type: str, code: str):
         super().__init__(message)
         self.status, self.message, self.type, self.code = status, message, type, code
-
-
-def default_data_dir() -> Path:
-    """$SIGSERVE_DATA_DIR, else $XDG_DATA_HOME/sigserve, else ~/.local/share/sigserve."""
-    if env := os.environ.get("SIGSERVE_DATA_DIR"):
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base).expanduser() / "sigserve"
 
 
 def database_url_for(data_dir: str | Path) -> str:
@@ -129,8 +108,8 @@ def bearer_token(authorization: str | None, x_api_key: str | None = None) -> str
     return x_api_key.strip() if x_api_key and x_api_key.strip() else None
 
 
-def make_engine(database_url: str) -> Engine:
-    """An engine for `database_url`; SQLite gets its folder created and a lock timeout."""
+def connect(database_url: str) -> sa.Engine:
+    """A SQLAlchemy engine (connection pool) for `database_url`; SQLite gets its folder created and a lock timeout."""
     url = sa.engine.make_url(database_url)
     if url.get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True)
@@ -138,13 +117,13 @@ def make_engine(database_url: str) -> Engine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     # Server and CLI write the same file from different processes: wait for the lock instead
     # of failing with "database is locked".
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
+    db = sa.create_engine(url, connect_args={"timeout": 30})
 
-    @sa.event.listens_for(engine, "connect")
+    @sa.event.listens_for(db, "connect")
     def _wal(dbapi_conn, _record):  # readers no longer block the writer
         dbapi_conn.execute("PRAGMA journal_mode=WAL")
 
-    return engine
+    return db
 
 
 def _hash_secret(secret: str, salt: bytes, n: int) -> bytes:
@@ -176,8 +155,8 @@ class KeyStore:
         scrypt_n: int = 2**14,
         clock=time.monotonic,
     ):
-        self.engine = make_engine(database_url)
-        metadata.create_all(self.engine)
+        self.db = connect(database_url)
+        metadata.create_all(self.db)
         self._static = static_key or None
         self._refresh_s, self._verify_ttl_s = refresh_s, verify_ttl_s
         self._scrypt_n, self._clock = scrypt_n, clock
@@ -198,16 +177,16 @@ class KeyStore:
     ) -> tuple[KeyRecord, str]:
         """A new key. Returns (record, plaintext); the plaintext cannot be recovered later."""
         if not name or not name.strip():
-            raise ValueError("a key needs a name")
+            raise InvalidArgumentError("a key needs a name", "name")
         # A rate of 0 would lock the key out for good: leave it unset (None) for no limit.
         for label, value, least in (("rpm", rpm, 1), ("images_per_min", images_per_min, 1),
                                     ("quota_images", quota_images, 0)):
             if value is not None and value < least:
-                raise ValueError(f"{label} must be >= {least}")
+                raise InvalidArgumentError(f"{label} must be >= {least}", label)
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), os.urandom(16)
         record = KeyRecord(id=key_id, name=name.strip(), rpm=rpm, images_per_min=images_per_min,
                            quota_images=quota_images, admin=admin, created_at=time.time())
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(api_keys.insert().values(
                 id=record.id, name=record.name, salt=salt,
                 hash=_hash_secret(secret, salt, self._scrypt_n), rpm=rpm,
@@ -222,11 +201,11 @@ class KeyStore:
         query = sa.select(api_keys).order_by(api_keys.c.created_at)
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
 
     def get(self, key_id: str) -> KeyRecord | None:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
         return _record(row) if row else None
 
@@ -239,7 +218,7 @@ class KeyStore:
             ident = m.group(1)
         now = time.time()
         active = api_keys.c.revoked_at.is_(None)
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             rows = conn.execute(sa.select(api_keys).where(active, api_keys.c.id == ident)).all()
             if not rows:
                 rows = conn.execute(
@@ -264,7 +243,7 @@ class KeyStore:
         with self._lock:
             if self._open and now - self._open[1] < self._refresh_s:
                 return self._open[0]
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             is_open = conn.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar() == 0
         with self._lock:
             self._open = (is_open, now)
@@ -318,7 +297,7 @@ class KeyStore:
         return record
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
 
     # -- internals ------------------------------------------------------------------------
 
@@ -336,7 +315,7 @@ class KeyStore:
         return record
 
     def _verify(self, key_id: str, secret: str) -> bool:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(sa.select(api_keys.c.salt, api_keys.c.hash)
                                .where(api_keys.c.id == key_id)).first()
         if row is None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import sigserve.server.keys as keys_mod
-from sigserve.server.keys import (ANONYMOUS, AuthError, KeyStore, bearer_token,
+import sigserve.accounts.keys as keys_mod
+from sigserve.accounts.keys import (ANONYMOUS, AuthError, KeyStore, bearer_token,
                                   database_url_for)
 
 
@@ -44,7 +44,7 @@ def test_only_hashes_are_stored(store, db_url):
 def test_each_key_has_its_own_salt(store):
     store.create("a")
     store.create("b")
-    with store.engine.connect() as conn:
+    with store.db.connect() as conn:
         rows = conn.execute(keys_mod.api_keys.select()).all()
     assert len({bytes(r.salt) for r in rows}) == 2
     assert len({bytes(r.hash) for r in rows}) == 2

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from sigserve.server.keys import KeyStore
-from sigserve.server.usage import UsageMeter
+from sigserve.accounts.keys import KeyStore
+from sigserve.accounts.usage import UsageMeter
 
 
 def _epoch(day: str, hour: int = 12) -> float:
@@ -69,8 +69,8 @@ def test_usage_survives_a_crash(db_url):
     # A separate process records two requests and dies without closing anything.
     script = (
         "import os, sys\n"
-        "from sigserve.server.keys import KeyStore\n"
-        "from sigserve.server.usage import UsageMeter\n"
+        "from sigserve.accounts.keys import KeyStore\n"
+        "from sigserve.accounts.usage import UsageMeter\n"
         "meter = UsageMeter(KeyStore(sys.argv[1]))\n"
         "meter.record('crashy', images=2)\n"
         "meter.record('crashy', images=3, text_tokens=9)\n"

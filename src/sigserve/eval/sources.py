@@ -1,9 +1,9 @@
 """Where embeddings come from: the library in this process, or a running sigserve server.
 
 Both give L2-normalised float32 rows, so the evaluation loop does not care which one it talks to.
-A backend's `fingerprint()` names the model's behaviour for the cache: it hashes the embeddings
+A source's `fingerprint()` names the model's behaviour for the cache: it hashes the embeddings
 of a few fixed probe texts (so other weights, even random ones, never share cache rows) together
-with what the backend says about itself (model name, backend, precision).
+with what the source says about itself (model name, backend, precision).
 """
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from sigserve.errors import SigserveError
+
+from .datasets import ImageFileError
 from .metrics import l2_normalize
 
 PROBE_TEXTS = ["a photo of a cat", "sigserve evaluation cache probe", "zwei hunde im schnee"]
 
 
-class Backend(Protocol):
+class EmbeddingSource(Protocol):
     model_name: str
     pretrained: str
 
@@ -39,7 +42,7 @@ def _fingerprint(identity: dict, probe: np.ndarray) -> str:
     return h.hexdigest()[:24]
 
 
-class LibraryBackend:
+class LibrarySource:
     """A model returned by `sigserve.load` (see docs/library-contract.md)."""
 
     def __init__(self, model, model_name: str, pretrained: str | None = None):
@@ -81,15 +84,11 @@ def image_data_uri(path: str | Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-class ServerError(RuntimeError):
-    pass
+class ServerError(SigserveError):
+    """The server answered something other than embeddings (an error status, a short list)."""
 
 
-class ImageFileError(ValueError):
-    """An image file of the data set could not be used (corrupt, too large, ...)."""
-
-
-class ServerBackend:
+class ServerSource:
     """A running sigserve server, through its OpenAI-compatible `POST /v1/embeddings`.
 
     Images go as OpenAI-style content parts `{"type": "image_url", "image_url": {"url": data URI}}`

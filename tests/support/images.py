@@ -1,7 +1,9 @@
-"""Awkward images: every mode and shape that the pipeline must survive, as encoded files."""
+"""Images for tests: photo-like PNGs per seed, data URIs, and awkward images (every mode and shape
+that the pipeline must survive) as encoded files."""
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -35,3 +37,29 @@ def awkward_images(photo: Image.Image) -> dict[str, bytes]:
         "cmyk.jpg": encode(photo.convert("CMYK"), "JPEG", quality=95),
         "gray.jpg": encode(photo.convert("L"), "JPEG", quality=95),
     }
+
+
+def image_bytes(seed: int, size=(48, 32), fmt="PNG") -> bytes:
+    rng = np.random.default_rng(seed)
+    # Smooth gradients plus noise: compresses like a photo, differs per seed.
+    h, w = size[1], size[0]
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * (seed + 3)) % 256, (y * (seed + 5)) % 256, ((x + y) * 7) % 256], -1)
+    arr = np.clip(base + rng.integers(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def data_uri(data: bytes, mime="image/png") -> str:
+    return f"data:{mime};base64,{b64(data)}"
+
+
+def pngs() -> list[bytes]:
+    """Six small PNGs of different shapes."""
+    sizes = [(48, 32), (32, 64), (100, 20), (16, 16), (64, 64), (33, 47)]
+    return [image_bytes(i, s) for i, s in enumerate(sizes)]

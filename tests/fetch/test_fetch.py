@@ -15,7 +15,7 @@ from sigserve.errors import (ImageFetchError, ImageFetchTimeoutError, ImageFetch
                              ImageReferenceError, ImageURLRefusedError, InputError)
 from sigserve.server.fetch import ImageFetcher, classify_reference, refusal_reason
 
-from .conftest import PNG
+from tests.fetch.conftest import PNG
 
 B64 = base64.b64encode(PNG).decode()
 
@@ -229,12 +229,3 @@ def test_unresolvable_host():
     with pytest.raises(ImageFetchError) as exc:
         fetch("http://nowhere.test/x.png", resolver=nxdomain)
     assert "resolve" in exc.value.reason
-
-
-def test_load_sets_param():
-    async def go():
-        async with ImageFetcher() as fetcher:
-            return await fetcher.load("data:image/png;base64,@@", "documents[4]")
-    with pytest.raises(ImageReferenceError) as exc:
-        asyncio.run(go())
-    assert exc.value.param == "documents[4]" and exc.value.index == 4

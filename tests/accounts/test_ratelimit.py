@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sigserve.server.keys import KeyRecord
-from sigserve.server.ratelimit import RateLimiter, format_duration, rate_limit_headers
+from sigserve.accounts.keys import KeyRecord
+from sigserve.accounts.ratelimit import RateLimiter, format_duration, rate_limit_headers
 
 
 def key(**limits) -> KeyRecord:

@@ -5,24 +5,10 @@ committed transaction (an UPDATE ... SET n = n + :x, or an INSERT when the day's
 exist yet), so a crash loses at most the request in flight and nothing waits for shutdown.
 The SQL is portable (no UPSERT dialects): two replicas racing to insert the same day's row are
 resolved by the primary key and a retry of the UPDATE. The tables live in the same database as
-the keys (:class:`sigserve.server.keys.KeyStore`).
+the keys (:class:`sigserve.accounts.keys.KeyStore`).
 
 Cost is ``images * price_per_1k_images / 1000 + text_tokens * price_per_1m_tokens / 1e6``,
 computed at record time and stored, so changing the price later does not rewrite history.
-
-Wiring (server side)::
-
-    meter = UsageMeter(store, price_per_1k_images=settings.price_per_1k_images,
-                       price_per_1m_tokens=settings.price_per_1m_tokens)
-
-    # after a successful response (a DB write: keep it off the event loop)
-    await meter.arecord(key.id, images=n_images, patches=n_patches, text_tokens=n_tokens)
-
-    # quota check before work: limiter.check(key, images=n, images_used=meter.images_used(key.id))
-
-    @app.get("/v1/usage")      # and alias /api/v1/key for OpenRouter clients
-    def usage(key: KeyRecord = Depends(require_key)):
-        return meter.usage_response(key)   # own usage; an admin key also gets every key's
 
 Response shape (OpenRouter's key introspection plus our counters)::
 
@@ -48,7 +34,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from .keys import KeyRecord, KeyStore
+from sigserve.accounts.keys import KeyRecord, KeyStore
 
 COUNTERS = ("requests", "images", "patches", "text_tokens", "cost", "searches")
 
@@ -90,12 +76,12 @@ class UsageMeter:
         now=time.time,
     ):
         self.store = store
-        self.engine = store.engine
+        self.db = store.db
         self.price_per_1k_images = price_per_1k_images
         self.price_per_1m_tokens = price_per_1m_tokens
         self._now = now
-        metadata.create_all(self.engine)
-        _add_searches_column(self.engine)
+        metadata.create_all(self.db)
+        _add_searches_column(self.db)
 
     # -- recording ------------------------------------------------------------------------
 
@@ -113,7 +99,7 @@ class UsageMeter:
         increment = {name: usage_daily.c[name] + value for name, value in values.items()}
         for attempt in range(3):
             try:
-                with self.engine.begin() as conn:
+                with self.db.begin() as conn:
                     if conn.execute(usage_daily.update().where(*where)
                                     .values(**increment)).rowcount == 0:
                         conn.execute(usage_daily.insert().values(key_id=key_id, day=day,
@@ -135,7 +121,7 @@ class UsageMeter:
     def images_used(self, key_id: str) -> int:
         """All-time images of this key (what quota_images is compared against)."""
         query = sa.select(sa.func.sum(usage_daily.c.images)).where(usage_daily.c.key_id == key_id)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
 
     def usage_for(self, key_id: str, days: int = 30) -> dict:
@@ -145,7 +131,7 @@ class UsageMeter:
     def usage_all(self, days: int = 30) -> list[dict]:
         """usage_for of every key that exists or has usage, ordered by key creation."""
         known = [record.id for record in self.store.list()]
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             used = [row[0] for row in conn.execute(sa.select(usage_daily.c.key_id).distinct())]
         ids = known + sorted(set(used) - set(known))
         collected = self._collect(ids, days)
@@ -177,7 +163,7 @@ class UsageMeter:
         starts = {"day": today, "week": today - dt.timedelta(days=today.weekday()),
                   "month": today.replace(day=1)}
         since = min(*starts.values(), today - dt.timedelta(days=max(days, 1) - 1)).isoformat()
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             totals = conn.execute(sa.select(usage_daily.c.key_id, *sums)
                                   .where(usage_daily.c.key_id.in_(key_ids))
                                   .group_by(usage_daily.c.key_id))

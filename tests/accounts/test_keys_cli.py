@@ -9,8 +9,8 @@ import typer
 from typer.testing import CliRunner
 
 from sigserve.cli import keys as keys_cli
-from sigserve.server.keys import KeyStore
-from sigserve.server.usage import UsageMeter
+from sigserve.accounts.keys import KeyStore
+from sigserve.accounts.usage import UsageMeter
 
 
 @pytest.fixture

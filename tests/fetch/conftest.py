@@ -1,5 +1,4 @@
-"""Fixtures for the server parts (keys, usage, rate limits, image fetching): a throwaway
-database, a fake clock and a real HTTP(S) server on 127.0.0.1."""
+"""A real HTTP(S) image server on 127.0.0.1 for the fetcher's tests."""
 
 from __future__ import annotations
 
@@ -12,37 +11,7 @@ import urllib.parse
 
 import pytest
 
-from sigserve.server.keys import KeyStore
-
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # magic + filler: a fetch payload
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'data' / 'sigserve.db'}"
-
-
-@pytest.fixture
-def store(db_url):
-    s = KeyStore(db_url)
-    yield s
-    s.close()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
