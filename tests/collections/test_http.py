@@ -157,3 +157,29 @@ def test_a_collection_of_other_weights_is_refused(server, tmp_path, images):
     refused = call(server, "POST", "/v1/collections/foreign/search", json={"query": {"text": "x"}})
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "model_mismatch"
     assert call(server, "GET", "/v1/collections/foreign").json()["count"] == 1  # still visible and described
+
+
+def test_index_is_built_in_the_background_past_the_threshold(tmp_path, tiny_checkpoint, tiny_model, images,
+                                                             monkeypatch):
+    import time
+
+    from sigserve.collections import ann
+
+    monkeypatch.setattr(ann, "MIN_INDEX_ROWS", 8)  # the tiny collection is enough to train on here
+    live = start_server(tmp_path / "data", tiny_checkpoint, tiny_model, collections_index_threshold=8)
+    try:
+        call(live, "POST", "/v1/collections", json={"name": "grows"})
+        small = call(live, "POST", "/v1/collections/grows/items", json={"items": [{"image": data_uri(images[0])}]})
+        assert small.json()["added"] == 1
+        assert call(live, "GET", "/v1/collections/grows").json()["index"]["type"] is None
+        call(live, "POST", "/v1/collections/grows/items",
+             json={"items": [{"image": data_uri(img)} for img in images[1:]]})
+        deadline = time.monotonic() + 60
+        while (state := call(live, "GET", "/v1/collections/grows").json()["index"])["type"] is None:
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+        found = call(live, "POST", "/v1/collections/grows/search", json={"query": {"image": data_uri(images[5])},
+                                                                          "top_k": 1}).json()["data"]
+        assert found[0]["id"] == hashlib.sha256(images[5]).hexdigest()
+    finally:
+        live.__exit__(None, None, None)
