@@ -7,7 +7,6 @@ import datetime as dt
 import hashlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -338,8 +337,3 @@ def _combine(text_vector, image_vector, text_weight: float) -> np.ndarray:
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start: start + size]
-
-
-def path_id(path: str | os.PathLike) -> str:
-    """The id `sigserve index` gives a file: its absolute path."""
-    return str(Path(path).expanduser().resolve())

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from sigserve import paths
 from sigserve.collections import fields as fieldmod
+from sigserve.collections.ann import INDEX_THRESHOLD, index_state
 from sigserve.collections.errors import CollectionExistsError, CollectionNotFoundError
 from sigserve.errors import InvalidArgumentError
 
@@ -84,8 +85,6 @@ class Store:
     """A LanceDB connection plus the table-level operations that need no model."""
 
     def __init__(self, uri: str | os.PathLike | None = None, index_threshold: int | None = None):
-        from sigserve.collections.ann import INDEX_THRESHOLD
-
         self.uri = str(uri) if uri is not None else default_uri()
         self.index_threshold = INDEX_THRESHOLD if index_threshold is None else index_threshold
         self.db = lancedb.connect(self.uri, read_consistency_interval=READ_CONSISTENCY)
@@ -119,8 +118,8 @@ class Store:
         check_name(name)
         try:
             return self.db.open_table(name)
-        except (ValueError, FileNotFoundError) as exc:
-            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower() or isinstance(exc, FileNotFoundError):
+        except ValueError as exc:  # LanceDB: "Table 'x' was not found"
+            if "not found" in str(exc):
                 raise CollectionNotFoundError(name) from None
             raise
 
@@ -133,8 +132,6 @@ class Store:
 
     def info(self, name: str) -> dict:
         """A JSON-able description: the stored facts, item count, metadata fields and index state."""
-        from sigserve.collections.ann import index_state
-
         table = self.table(name)
         meta = CollectionMeta.from_schema(name, table.schema)
         return {**asdict(meta), "count": table.count_rows(), "fields": fieldmod.fields_of(table.schema),
