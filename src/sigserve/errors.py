@@ -44,6 +44,13 @@ class ImageTooLargeError(InputError):
     code = "image_too_large"
 
 
+class RequestTooLargeError(InputError):
+    """The request as a whole asks for more than a per-request budget allows (named at the item
+    where it crossed the budget)."""
+
+    code = "request_too_large"
+
+
 class TextInputError(InputError):
     """A text item that is not a string."""
 

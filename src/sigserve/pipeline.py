@@ -20,10 +20,11 @@ from sigserve.defaults import (
     DEFAULT_MODEL,
     DEFAULT_TEXT_BATCH,
     DEFAULT_TEXT_CACHE_SIZE,
+    IMAGE_FORMATS,
 )
 from sigserve.dummy import dummy_checkpoint
 from sigserve.errors import InvalidArgumentError
-from sigserve.images import Patches, check_max_num_patches, open_image, pack, to_patches
+from sigserve.images import Patches, check_max_num_patches, image_size, open_image, pack, to_patches
 from sigserve.model import Siglip2
 from sigserve.prompts import build_prompts, check_templates, label_matrix
 from sigserve.scoring import l2_normalize, sigmoid_probabilities
@@ -39,7 +40,8 @@ PREFETCH_WORKERS = 2  # threads decoding the next window while the current one i
 def load(model: str | os.PathLike = DEFAULT_MODEL, *, dummy: bool = False,
          backend: str | None = None, precision: str = "fp32", device: str = "cpu", revision: str | None = None,
          cache_dir: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, exif_transpose: bool = True,
-         text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False) -> Pipeline:
+         text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False,
+         image_formats: Sequence[str] = IMAGE_FORMATS) -> Pipeline:
     """Load SigLIP 2 NaFlex from a local folder, the HF cache or the hub (downloaded once).
     `dummy=True` keeps the architecture (from the folder's config.json, else the base model's) with
     random weights and a stand-in tokenizer: for benchmarks and load tests, never for real answers.
@@ -50,14 +52,15 @@ def load(model: str | os.PathLike = DEFAULT_MODEL, *, dummy: bool = False,
     checkpoint = dummy_checkpoint(str(model)) if dummy else resolve(model, revision, cache_dir)
     chosen = create_backend(backend, checkpoint, precision=precision, device=device)
     return Pipeline(checkpoint, chosen, max_image_pixels=max_image_pixels, exif_transpose=exif_transpose,
-                    text_cache_size=text_cache_size, jpeg_draft=jpeg_draft)
+                    text_cache_size=text_cache_size, jpeg_draft=jpeg_draft, image_formats=image_formats)
 
 
 class Pipeline:
     """Implements sigserve.engine.ServedModel (the low-level half below), which the server drives."""
 
     def __init__(self, checkpoint: Checkpoint, backend: Backend, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 exif_transpose: bool = True, text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False):
+                 exif_transpose: bool = True, text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False,
+                 image_formats: Sequence[str] = IMAGE_FORMATS):
         self.checkpoint = checkpoint
         self.backend = backend
         self.config = checkpoint.config
@@ -65,6 +68,7 @@ class Pipeline:
         self.max_image_pixels = max_image_pixels
         self.exif_transpose = exif_transpose
         self.jpeg_draft = jpeg_draft
+        self.image_formats = tuple(image_formats)  # decoded; every other format is refused
         self.embedding_dim = self.config.vision.hidden_size
         self.dummy = checkpoint.source == "dummy"
         self.text_cache = TextEmbeddingCache(text_cache_size)
@@ -78,10 +82,14 @@ class Pipeline:
     def preprocess(self, item, index: int | None = None, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> Patches:
         """Decode one item with this pipeline's options (EXIF, opt-in JPEG draft decoding) and pixel
         cap, then cut it into its NaFlex patches."""
-        image = open_image(item, index, max_pixels=self.max_image_pixels,
+        image = open_image(item, index, max_pixels=self.max_image_pixels, formats=self.image_formats,
                            exif_transpose=self.exif_transpose,
                            draft_max_num_patches=max_num_patches if self.jpeg_draft else None)
         return to_patches(image, max_num_patches, self.config.vision.patch_size)
+
+    def image_size(self, item, index: int | None = None) -> tuple[int, int]:
+        """(width, height) from the image's header, without decoding it."""
+        return image_size(item, index, self.image_formats)
 
     def encode_patches(self, patches: list[Patches], with_features: bool = False):
         """Raw pooled embeddings (B, D) and, if asked, each image's (rows, cols, D) feature grid."""

@@ -17,7 +17,7 @@ SRC = ROOT / "src" / "sigserve"
 
 # Lower layers never import higher ones. Top-level modules and packages of sigserve, bottom first.
 LAYERS = [
-    {"errors", "defaults", "paths"},
+    {"errors", "defaults", "paths", "memory"},
     {"config", "artifacts", "scoring", "textcache"},
     {"model", "images", "tokenizer", "prompts"},
     {"weights", "dummy"},

@@ -23,6 +23,10 @@ class ServedModel(Protocol):
         """Decode one image (path, bytes, PIL, array) and cut it into NaFlex patches; raises InputError(index)."""
         ...
 
+    def image_size(self, item: Any, index: int | None = None) -> tuple[int, int]:
+        """(width, height) from the header alone (what decoding it will cost); raises InputError(index)."""
+        ...
+
     def encode_patches(self, patches: list[Patches], with_features: bool = False
                        ) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """Raw pooled (B, D) and, if asked, each image's (rows, cols, D) grid."""

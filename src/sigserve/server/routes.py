@@ -33,7 +33,7 @@ async def _served(request: Request, response: Response, key: KeyRecord, body,
                   work: Callable[[Prepared], Awaitable[T]]) -> T:
     """Parse and check the body once, charge the rate limits for it, serve it, record the usage."""
     state = request.app.state
-    job = state.serving.prepare(body)
+    job = state.serving.prepare(body, owner=key.id)
     headers = await state.access.admit(key, job.images)
     response.headers.update(headers)
     request.state.response_headers = headers  # an error from here on still tells the client its limits
@@ -67,11 +67,13 @@ async def _disconnected(request: Request) -> None:
 
 
 @router.get("/health", response_model=schemas.Health, tags=["probes"])
+@router.head("/health", include_in_schema=False)  # load balancers probe with HEAD
 async def health() -> schemas.Health:
     """The process answers (liveness)."""
     return schemas.Health(status="ok")
 
 
+@router.head("/ready", include_in_schema=False)
 @router.get("/ready", response_model=schemas.Ready, tags=["probes"],
             responses={503: {"description": "model not loaded or inference worker dead"}})
 async def ready(request: Request):
