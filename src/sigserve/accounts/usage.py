@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sigserve.accounts.keys import KeyRecord, KeyStore
 
-COUNTERS = ("requests", "images", "patches", "text_tokens", "cost")
+COUNTERS = ("requests", "images", "patches", "text_tokens", "cost", "searches")
 
 metadata = sa.MetaData()
 usage_daily = sa.Table(
@@ -51,6 +51,7 @@ usage_daily = sa.Table(
     sa.Column("patches", sa.BigInteger, nullable=False, default=0),
     sa.Column("text_tokens", sa.BigInteger, nullable=False, default=0),
     sa.Column("cost", sa.Float, nullable=False, default=0.0),
+    sa.Column("searches", sa.BigInteger, nullable=False, default=0),  # collection searches
 )
 
 
@@ -81,6 +82,7 @@ class UsageMeter:
         self.price_per_1m_tokens = price_per_1m_tokens
         self._now = now
         metadata.create_all(self.db)
+        _add_searches_column(self.db)
 
     # -- recording ------------------------------------------------------------------------
 
@@ -89,10 +91,10 @@ class UsageMeter:
                 + text_tokens * self.price_per_1m_tokens / 1e6)
 
     def record(self, key_id: str, *, images: int = 0, patches: int = 0, text_tokens: int = 0,
-               requests: int = 1) -> float:
+               requests: int = 1, searches: int = 0) -> float:
         """Add one request's usage (committed before returning). Returns its cost."""
         values = {"requests": requests, "images": images, "patches": patches,
-                  "text_tokens": text_tokens, "cost": self.cost(images, text_tokens)}
+                  "text_tokens": text_tokens, "cost": self.cost(images, text_tokens), "searches": searches}
         day = self._today().isoformat()
         where = (usage_daily.c.key_id == key_id, usage_daily.c.day == day)
         increment = {name: usage_daily.c[name] + value for name, value in values.items()}
@@ -144,7 +146,7 @@ class UsageMeter:
             entries = [self._entry(records.get(u["key_id"]) or _unknown(u["key_id"]), u)
                        for u in self.usage_all(days)]
             body["keys"] = entries
-            body["total"] = {name: sum(e[name] for e in entries) for name in COUNTERS[:4]}
+            body["total"] = {name: sum(e[name] for e in entries) for name in (*COUNTERS[:4], "searches")}
             body["total"]["cost"] = sum(e["usage"] for e in entries)
         return body
 
@@ -204,8 +206,21 @@ class UsageMeter:
             "rate_limit": {"requests_per_minute": record.rpm,
                            "images_per_minute": record.images_per_min},
             **{name: totals[name] for name in COUNTERS[:4]},
+            "searches": totals["searches"],
             "daily": usage["daily"],
         }
+
+
+def _add_searches_column(engine) -> None:
+    """Databases made before collections lack the `searches` counter: add it (portable SQL)."""
+    if "searches" in {c["name"] for c in sa.inspect(engine).get_columns(usage_daily.name)}:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {usage_daily.name} ADD COLUMN searches BIGINT NOT NULL DEFAULT 0"))
+    except sa.exc.DBAPIError:  # another process added it first
+        if "searches" not in {c["name"] for c in sa.inspect(engine).get_columns(usage_daily.name)}:
+            raise
 
 
 def _unknown(key_id: str) -> KeyRecord:

@@ -58,7 +58,8 @@ class Access:
         return headers
 
     async def record(self, key: KeyRecord, usage: Usage) -> None:
-        await self.meter.arecord(key.id, images=usage.images, patches=usage.patches, text_tokens=usage.prompt_tokens)
+        await self.meter.arecord(key.id, images=usage.images, patches=usage.patches, text_tokens=usage.prompt_tokens,
+                                 searches=getattr(usage, "searches", 0))  # collection searches (CollectionUsage)
 
     async def usage(self, key: KeyRecord) -> dict:
         return await asyncio.to_thread(self.meter.usage_response, key)

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=paths.data_dir, json_schema_extra={"shown": "~/.local/share/sigserve"},
                            description="Folder of the default SQLite database (keys, usage).")
     database_url: str | None = Field(None, description="SQLAlchemy URL for keys and usage (default: SQLite in data_dir).")
+    collections_uri: str | None = Field(None, description="LanceDB URI of the collections (default: data_dir/collections).")
+    collections_index_threshold: int | None = Field(
+        None, ge=0, description="Rows from which a collection gets an ANN index (default: 100000).")
     price_per_1k_images: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost.")
     price_per_1m_tokens: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost.")
     default_rpm: int | None = Field(None, ge=1, description="Requests per minute for keys without their own limit.")
@@ -81,6 +84,9 @@ class Settings(BaseSettings):
                                          description="NaFlex patches per image when a request names none.")
     label_cache_size: int = Field(defaults.DEFAULT_TEXT_CACHE_SIZE, ge=0,
                                   description="Prompt embeddings kept for classify labels (LRU).")
+    detect_image_data_uris: bool = Field(
+        True, description="Embed a plain input string that is a data:image/...;base64 URI as an image (what LangChain, "
+                          "LlamaIndex and LiteLLM send); off: every plain string is text.")
 
     @field_validator("data_dir")
     @classmethod
