@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "collections",
     "embed",
     "eval",
+    "heatmap",
     "keys",
     "serve",
 ]

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 import sigserve
 from sigserve.engine import Engine, ServedModel
-from sigserve.server import collections, errors, heatmap, routes
+from sigserve.server import collections, errors, heatmap, playground, routes
 from sigserve.server.access import Access
 from sigserve.server.fetch import ImageFetcher
 from sigserve.server.limits import BodyLimitMiddleware
@@ -66,6 +66,7 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(collections.router)
     app.include_router(heatmap.router)
+    playground.install(app, settings.playground)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     return app

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "info", description="uvicorn's log level.")
+    playground: bool = Field(True, description="Serve the browser playground at / and /playground (its files ship "
+                                               "in the package; the page loads nothing from elsewhere).")
 
     # -- access and metering ------------------------------------------------------------------
     api_key: SecretStr | None = Field(
