@@ -90,7 +90,7 @@ def overlay(picture: Image.Image, probs: np.ndarray, text: str, opacity: float, 
     lo, hi = (0.0, 1.0) if scale == "absolute" else (float(probs.min()), float(probs.max()))
     stops = colormap()
     spread = (probs - lo) / (hi - lo) if hi > lo else np.zeros_like(probs)
-    cells = Image.fromarray(colorize(spread, stops)).resize(picture.size, Image.NEAREST)  # one block per patch
+    cells = Image.fromarray(colorize(spread, stops)).resize(picture.size, Image.Resampling.NEAREST)  # one block per patch
     blended = Image.blend(picture.convert("RGB"), cells, opacity)
     out = Image.new("RGB", (picture.width, picture.height + LEGEND_HEIGHT), "white")
     out.paste(blended, (0, 0))
