@@ -31,7 +31,7 @@ TOKEN_IDS_REFUSED = (
     "(tiktoken, for OpenAI models) and mean nothing to SigLIP 2, which tokenizes text itself. Send the text "
     "instead; with LangChain's OpenAIEmbeddings, pass check_embedding_ctx_length=False.")
 
-CAPABILITIES = ["embeddings", "classify", "rerank", "patch_features"]
+CAPABILITIES = ["embeddings", "classify", "rerank", "patch_features", "heatmap"]
 
 
 @dataclass

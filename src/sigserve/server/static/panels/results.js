@@ -38,7 +38,7 @@ export function tiles(items) {
       img.referrerPolicy = "no-referrer";
       tile.append(img);
     } else {
-      tile.append(Object.assign(document.createElement("div"), { className: "placeholder", textContent: "no preview" }));
+      tile.append(Object.assign(document.createElement("div"), { className: "placeholder", textContent: "no picture kept" }));
     }
     const text = document.createElement("p");
     if (probability !== undefined) text.append(Object.assign(document.createElement("strong"), { textContent: formatProbability(probability) }), " ");
