@@ -130,7 +130,8 @@ def test_look_inside_grid_slider_and_heatmap_overlay(visit, site, pictures, phot
     height, width = photos["chelsea"].height, photos["chelsea"].width
     h, w = naflex_size(height, width, 256)
     assert grid_of(page) == (h // 16, w // 16)
-    assert f"resized to {w}×{h} px: {w // 16}×{h // 16} = {(h // 16) * (w // 16)} patches" in page.inner_text("#inside .grid-info")
+    info = page.inner_text("#inside .grid-info")
+    assert f"resized to {w}×{h} px: {w // 16}×{h // 16} = {(h // 16) * (w // 16)} patches" in info
 
     page.fill("#inside input[name=text]", "a cat")
     page.click("#inside form button[type=submit]")
