@@ -196,7 +196,7 @@ class Pipeline:
             "model": self.checkpoint.model_id,
             "source": self.checkpoint.source,
             "path": str(self.checkpoint.path),
-            "weights_fingerprint": self.checkpoint.fingerprint(),  # changes when the weight files do
+            "weights_fingerprint": self.checkpoint.fingerprint(),  # a digest of the weights' contents
             "dummy": self.dummy,
             "embedding_dim": self.embedding_dim,
             "parameters": counts,

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from sigserve.cli import build_app
 from sigserve.pipeline import Pipeline
-
 from tests.collections.collection_images import png
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+
 from tests.collections.collection_images import png
 from tests.collections.collection_server import data_uri
 from tests.support.server import free_port

@@ -8,9 +8,9 @@ import hashlib
 import httpx
 import numpy as np
 import pytest
-from tests.collections.collection_server import data_uri, start_server
 
 from sigserve.accounts.keys import KeyStore, database_url_for
+from tests.collections.collection_server import data_uri, start_server
 
 
 @pytest.fixture
@@ -149,7 +149,6 @@ def test_concurrent_adds_are_all_stored(server, images):
 def test_a_collection_of_other_weights_is_refused(server, tmp_path, images):
     import sigserve
     from sigserve.collections import Store
-
     from tests.support.checkpoints import make_checkpoint
 
     other = sigserve.load(make_checkpoint(tmp_path / "other", "tiny", seed=1))

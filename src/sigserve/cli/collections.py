@@ -14,8 +14,19 @@ from pathlib import Path
 import typer
 from tqdm.auto import tqdm
 
-from sigserve.cli.common import (BackendChoice, BackendOpt, BatchSizeOpt, LoadFormat, LoadFormatOpt, MaxPatchesOpt,
-                                 ModelOpt, Precision, PrecisionOpt, fail, load_or_exit)
+from sigserve.cli.common import (
+    BackendChoice,
+    BackendOpt,
+    BatchSizeOpt,
+    LoadFormat,
+    LoadFormatOpt,
+    MaxPatchesOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    fail,
+    load_or_exit,
+)
 from sigserve.cli.embed import IMAGE_EXTENSIONS
 from sigserve.errors import InputError, InvalidArgumentError, SigserveError
 
@@ -163,7 +174,7 @@ class Indexer:
 
     def _embed(self, todo: list) -> int:
         """Embed in batches, committing every COMMIT_EVERY images; bad files are reported and skipped."""
-        done, pending = 0, []
+        done, pending = 0, list[tuple]()
         with tqdm(total=len(todo), desc="embedding", unit="img", disable=not todo) as bar:
             for start in range(0, len(todo), self.batch_size):
                 batch, patches = [], []
@@ -206,9 +217,9 @@ def _safe_hash(path: Path) -> str | None:
 
 def prune_missing(col, roots: list[Path], seen: set[str]) -> int:
     """Delete entries under `roots` that this run did not find and whose file no longer exists."""
-    roots = [str(r.expanduser().resolve()) for r in roots]
+    prefixes = [str(r.expanduser().resolve()) for r in roots]
     gone = [item_id for item_id, source in col.sources().items()
-            if source not in seen and any(source == r or source.startswith(r.rstrip("/") + "/") for r in roots)
+            if source not in seen and any(source == r or source.startswith(r.rstrip("/") + "/") for r in prefixes)
             and not Path(source).exists()]
     return col.delete(gone) if gone else 0
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 
 from sigserve.collections.collection import AddResult, Collection, Hit, content_hash
-from sigserve.collections.errors import (CollectionError, CollectionExistsError, CollectionNotFoundError,
-                                         ModelMismatchError)
+from sigserve.collections.errors import CollectionError, CollectionExistsError, CollectionNotFoundError, ModelMismatchError
 from sigserve.collections.store import CollectionMeta, Store, default_uri
 
 

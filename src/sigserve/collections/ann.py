@@ -15,6 +15,8 @@ keeps a 1M-row build to minutes on 2 cores."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from lancedb.index import IvfRq
 
 INDEX_THRESHOLD = 100_000  # rows: exact search below, an ANN index from here on
@@ -23,7 +25,7 @@ ROWS_PER_PARTITION = 1536
 NPROBES = 20
 REFINE_FACTOR = 30
 UNINDEXED_FRACTION = 0.1  # re-optimise when this share of rows is not in the index yet
-DISTANCE = "dot"  # vectors are L2-normalised: dot = cosine, without recomputing norms
+DISTANCE: Literal["dot"] = "dot"  # vectors are L2-normalised: dot = cosine, without recomputing norms
 
 
 def vector_index(table):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -150,7 +151,7 @@ class Collection:
 
     def check_metadata(self, metadata: Sequence[dict | None], param: str = "metadata") -> dict[str, str]:
         """Validate every item's metadata; returns the new keys with their types."""
-        known, new = self.fields, {}
+        known, new = self.fields, dict[str, str]()
         for i, m in enumerate(metadata):
             new.update(fieldmod.check_metadata(m, {**known, **new}, f"{param}[{i}]"))
         return new
@@ -247,7 +248,7 @@ class Collection:
 
     def _rows(self, ids, vectors, hashes, sources, metadata, patches) -> pa.Table:
         n, dim = len(ids), self.meta.dim
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         columns = {
             "id": pa.array(ids, pa.string()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).ravel()), dim),
@@ -306,8 +307,8 @@ class Collection:
         vectors = _vectors(rows)  # (n, D)
         scores = vectors @ query  # exact cosines, the same arithmetic as a brute-force ranking
         probs = self.model.probabilities(vectors, text_vector[None, :])[:, 0] if text_vector is not None else None
-        order = np.argsort(-scores, kind="stable")
-        if threshold is not None:
+        order = [int(i) for i in np.argsort(-scores, kind="stable")]
+        if probs is not None and threshold is not None:
             order = [i for i in order if probs[i] >= threshold]
         order = order[:top_k] if top_k is not None else order
         ids, sources, metadata = rows["id"].to_pylist(), rows["source"].to_pylist(), rows["metadata"].to_pylist()

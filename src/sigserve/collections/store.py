@@ -52,7 +52,7 @@ class CollectionMeta:
         return json.dumps(asdict(self)).encode()
 
     @classmethod
-    def from_schema(cls, name: str, schema: pa.Schema) -> "CollectionMeta":
+    def from_schema(cls, name: str, schema: pa.Schema) -> CollectionMeta:
         raw = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
         if not raw:  # a LanceDB table that sigserve did not create
             raise CollectionNotFoundError(name)

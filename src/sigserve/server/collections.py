@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -31,6 +32,7 @@ from sigserve.server.inputs import Item, parse_item
 from sigserve.server.routes import caller
 from sigserve.server.schemas import Usage
 
+Stored = Literal["added", "updated"]
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
@@ -129,7 +131,7 @@ class CollectionService:
         return patches, hashlib.sha256(blob).hexdigest(), source
 
     @staticmethod
-    def _store(col: Collection, body, good, prepared, embedded, mnp, errors) -> dict[int, tuple[str, str]]:
+    def _store(col: Collection, body, good, prepared, embedded, mnp, errors) -> dict[int, tuple[str, Stored]]:
         """Metadata checks, then one commit of the good items. {item index: (id, added|updated)}."""
         known: dict[str, str] = col.fields
         keep = []
@@ -138,7 +140,8 @@ class CollectionService:
                 known.update(fieldmod.check_metadata(body.items[i].metadata, known, f"items[{i}].metadata"))
                 keep.append((j, i))
             except InvalidArgumentError as exc:
-                errors[i] = cs.ItemError(message=str(exc), param=exc.param, code="invalid_metadata")
+                errors[i] = cs.ItemError(message=str(exc), param=exc.param or f"items[{i}].metadata",
+                                         code="invalid_metadata")
         if not keep:
             return {}
         ids = [body.items[i].id or prepared[i][1] for _, i in keep]

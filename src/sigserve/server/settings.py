@@ -147,5 +147,17 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":
-    print(markdown_table())
+def rewrite_table(markdown: Path) -> None:
+    """Replace the settings table in a Markdown file (from its header row to the end marker)."""
+    text = markdown.read_text()
+    start, end = text.index("| flag | environment variable |"), text.index("<!-- end of settings table -->")
+    markdown.write_text(text[:start] + markdown_table() + "\n" + text[end:])
+
+
+if __name__ == "__main__":  # python -m sigserve.server.settings [docs/server.md]: print, or rewrite that file's table
+    import sys
+
+    if len(sys.argv) > 1:
+        rewrite_table(Path(sys.argv[1]))
+    else:
+        print(markdown_table())
