@@ -54,8 +54,9 @@ def site(tmp_path_factory, tiny_checkpoint, playground_model):
 class Visit:
     """A page of the playground with what it did: requests (URLs) and console errors."""
 
-    def __init__(self, page, base: str):
+    def __init__(self, page, base: str, expected_errors: tuple[str, ...] = ()):
         self.page, self.base = page, base
+        self.expected_errors = expected_errors  # console errors a test provokes on purpose (a 401, a 400)
         self.requests: list[str] = []
         self.console_errors: list[str] = []
         page.on("request", lambda r: self.requests.append(r.url))
@@ -81,8 +82,7 @@ def visit(browser, site):
     def open_visit(server=site, viewport=DESKTOP, expected_errors: tuple[str, ...] = ()) -> Visit:
         context = browser.new_context(viewport=viewport)
         contexts.append(context)
-        v = Visit(context.new_page(), server.url)
-        v.expected_errors = expected_errors
+        v = Visit(context.new_page(), server.url, expected_errors)
         visits.append(v)
         return v
 
