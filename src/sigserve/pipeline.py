@@ -4,6 +4,7 @@ batching and scoring; the numeric work is the backend's."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +26,12 @@ from sigserve.defaults import (
 from sigserve.dummy import dummy_checkpoint
 from sigserve.errors import InvalidArgumentError
 from sigserve.images import Patches, check_max_num_patches, image_size, open_image, pack, to_patches
-from sigserve.model import Siglip2
+from sigserve.model import MAPHead, Siglip2
 from sigserve.prompts import build_prompts, check_templates, label_matrix
 from sigserve.scoring import l2_normalize, sigmoid_probabilities
 from sigserve.textcache import TextEmbeddingCache
 from sigserve.tokenizer import TextTokenizer, TokenBatch
-from sigserve.weights import Checkpoint, resolve
+from sigserve.weights import Checkpoint, build_head, resolve
 
 BUCKET_BATCHES = 4  # images are sorted by patch count within windows of this many batches (less padding)
 MAX_WINDOW = 64  # images per window at most: bounds the patches held (and prefetched) in memory
@@ -108,6 +109,24 @@ class Pipeline:
     def probabilities(self, image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
         return sigmoid_probabilities(image_embeds, text_embeds, self.backend.logit_scale, self.backend.logit_bias)
 
+    def score_patches(self, grid: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
+        """One image's (rows, cols, D) patch features and (T, D) L2-normalised text embeddings -> (T, rows, cols)
+        probabilities: each patch's region embedding (patch_embeddings) scored as a pooled image would be."""
+        regions = self.patch_embeddings(grid)
+        rows, cols, dim = regions.shape
+        return self.probabilities(regions.reshape(rows * cols, dim), text_embeds).T.reshape(-1, rows, cols)
+
+    def patch_embeddings(self, grid: np.ndarray) -> np.ndarray:
+        """Patch features (..., D) -> L2-normalised region embeddings (..., D): each patch through the pooling
+        head as if the probe attended to it alone (MAPHead.per_patch), so they live where image embeddings do.
+        Computed in torch from the checkpoint's head, whichever backend produced the features."""
+        with torch.inference_mode():
+            return l2_normalize(self._head.per_patch(torch.tensor(grid, dtype=torch.float32)).numpy())
+
+    @functools.cached_property
+    def _head(self) -> MAPHead:
+        return build_head(self.checkpoint)  # memory-mapped, read on first use
+
     # -- high level ---------------------------------------------------------------------------
 
     def embed_images(self, images: Iterable, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES, normalize: bool = True,
@@ -151,6 +170,16 @@ class Pipeline:
         k = len(labels) if top_k is None else max(0, min(int(top_k), len(labels)))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+    def heatmap(self, image, texts: Sequence[str], max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> np.ndarray:
+        """Where in `image` each text matches: (len(texts), rows, cols) calibrated probabilities, one per NaFlex
+        patch of the image's grid at `max_num_patches` (raster order, as patch_features). Each patch is scored
+        as the pooled image is, as if the pooling head had seen that patch alone (MaskCLIP's approach)."""
+        texts = _as_list(texts, "texts")
+        if not texts:
+            raise InvalidArgumentError("texts must not be empty", "texts")
+        [grid] = self.patch_features([image], max_num_patches)
+        return self.score_patches(grid, self.embed_texts(texts))
 
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
         """(L, D): per label the mean of its L2-normalised prompt embeddings, re-normalised. Prompt

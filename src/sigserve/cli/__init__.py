@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "collections",
     "embed",
     "eval",
+    "heatmap",
     "keys",
     "serve",
 ]

@@ -41,3 +41,8 @@ class ServedModel(Protocol):
     def probabilities(self, image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
         """(n_img, n_txt) sigmoid probabilities from L2-normalised embeddings."""
         ...
+
+    def score_patches(self, grid: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
+        """One image's (rows, cols, D) patch features, (T, D) normalised texts -> (T, rows, cols) probabilities
+        (heatmaps: the pooling head per patch; torch arithmetic on the head's weights, safe beside the worker)."""
+        ...

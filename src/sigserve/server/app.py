@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 import sigserve
 from sigserve.engine import Engine, ServedModel
-from sigserve.server import collections, errors, routes
+from sigserve.server import collections, errors, heatmap, playground, routes
 from sigserve.server.access import Access
 from sigserve.server.fetch import ImageFetcher
 from sigserve.server.limits import RequestGuardMiddleware, guarded_protocol
@@ -72,6 +72,8 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
     errors.install(app, on_error=metrics.on_error)
     app.include_router(routes.router)
     app.include_router(collections.router)
+    app.include_router(heatmap.router)
+    playground.install(app, settings.playground)
     app.add_middleware(RequestGuardMiddleware, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     return app

@@ -32,7 +32,7 @@ TOKEN_IDS_REFUSED = (
     "(tiktoken, for OpenAI models) and mean nothing to SigLIP 2, which tokenizes text itself. Send the text "
     "instead; with LangChain's OpenAIEmbeddings, pass check_embedding_ctx_length=False.")
 
-CAPABILITIES = ["embeddings", "classify", "rerank", "patch_features"]
+CAPABILITIES = ["embeddings", "classify", "rerank", "patch_features", "heatmap"]
 
 
 @dataclass
@@ -91,10 +91,10 @@ class Serving:
         if isinstance(req, schemas.ClassifyRequest):
             texts += [(f"labels[{i}]", t) for i, t in enumerate(req.labels)]
             texts += [(f"templates[{i}]", t) for i, t in enumerate(req.templates or [])]
-        self._check_lengths(texts)
+        self.check_text_lengths(texts)
         return job
 
-    def _check_lengths(self, texts: list[tuple[str, str]]) -> None:
+    def check_text_lengths(self, texts: list[tuple[str, str]]) -> None:
         limit = self.settings.max_text_chars
         for param, text in texts:
             if len(text) > limit:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "info", description="uvicorn's log level.")
+    playground: bool = Field(True, description="Serve the browser playground at / and /playground (its files ship "
+                                               "in the package; the page loads nothing from elsewhere).")
 
     # -- access and metering ------------------------------------------------------------------
     api_key: SecretStr | None = Field(
