@@ -28,6 +28,8 @@ PATCH_SIZE = 16
 MIN_PATCHES, MAX_PATCHES, TRAINED_MAX_PATCHES = 16, 4096, 1024
 DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard; about 8000x8000
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# File suffixes taken for images when a folder is searched (CLI embed, sigserve batch).
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 # uint8 -> normalised float32, computed exactly as the oracle does: float64 rescale, cast, normalise.
 LUT = ((np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)

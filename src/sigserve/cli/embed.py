@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 from sigserve.cli.common import (BackendOpt, BatchSizeOpt, LoadFormat, LoadFormatOpt, MaxPatchesOpt, ModelOpt,
                                  PrecisionOpt, load_model)
 from sigserve.errors import InputError, SigserveError
+from sigserve.images import IMAGE_EXTENSIONS
 from sigserve.scoring import l2_normalize
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
 FORMATS = ("jsonl", "npy", "parquet")
 
 
