@@ -1,0 +1,53 @@
+"""Fixtures for `sigserve batch`: a real two-node Ray cluster (shared by the whole session: starting one
+costs seconds) and a folder of generated images with broken ones among them (batch_support.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from batch_support import make_images  # noqa: E402
+from ray_local_cluster import LocalRayCluster  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A head and a worker node (1 CPU each) on this machine; their address, with this process set up
+    to reach them (token auth) and Ray Data set to wait for the whole actor pool before dispatching, so
+    that both nodes get work."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("RAY IS NOT INSTALLED: the batch tests need the batch extra (scripts/setup.sh test,eval,batch)")
+    cluster = LocalRayCluster(cpus_per_node=(1, 1))
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        pytest.skip(f"RAY COULD NOT START A LOCAL CLUSTER, batch tests not run: {exc}")
+    # Ray reads its authentication settings when it is imported: set them first.
+    assert "ray" not in sys.modules, "ray was imported before the cluster's token was set"
+    saved = {k: os.environ.get(k) for k in cluster.env}
+    os.environ.update(cluster.env)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    wait = ctx.wait_for_min_actors_s
+    ctx.wait_for_min_actors_s = 120
+    try:
+        yield cluster
+    finally:
+        ctx.wait_for_min_actors_s = wait
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    return make_images(tmp_path_factory.mktemp("batch-images"))
