@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from sigserve.batch.sink import MANIFEST
+
 # name -> why it cannot be embedded (the start of the error code in its row)
 BAD_IMAGES = {
     "broken/truncated.jpg": "invalid_image",
@@ -55,7 +57,7 @@ def good_images(folder: Path) -> list[str]:
 
 def read_output(dest: Path) -> pa.Table:
     """Every committed part, in part order, with the manifest's part list checked against the folder."""
-    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest = json.loads((dest / MANIFEST).read_text())
     names = [p["file"] for p in manifest["parts"]]
     assert sorted(p.name for p in dest.glob("part-*.parquet")) == names
     tables = [pq.read_table(dest / n) for n in names]

@@ -17,9 +17,9 @@ from ray_local_cluster import LocalRayCluster  # noqa: E402
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A head and a worker node (1 CPU each) on this machine; their address, with this process set up
-    to reach them (token auth) and Ray Data set to wait for the whole actor pool before dispatching, so
-    that both nodes get work."""
+    """A head and a worker node (1 CPU each) on this machine, with this process set up to reach them
+    (token auth), and Ray Data set to start only once the whole actor pool is up and to send each batch
+    to the least busy actor, so that both nodes get work."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("RAY IS NOT INSTALLED: the batch tests need the batch extra (scripts/setup.sh test,eval,batch)")
     cluster = LocalRayCluster(cpus_per_node=(1, 1))
@@ -34,12 +34,15 @@ def ray_cluster():
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    wait = ctx.wait_for_min_actors_s
+    saved_ctx = (ctx.wait_for_min_actors_s, ctx.execution_options.actor_locality_enabled)
+    # The tiny model finishes a batch in milliseconds: without these, the first actor up (or the one
+    # beside the data) can take every batch, and the test could not see both nodes at work.
     ctx.wait_for_min_actors_s = 120
+    ctx.execution_options.actor_locality_enabled = False
     try:
         yield cluster
     finally:
-        ctx.wait_for_min_actors_s = wait
+        ctx.wait_for_min_actors_s, ctx.execution_options.actor_locality_enabled = saved_ctx
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -8,6 +8,7 @@ import json
 import tarfile
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,7 +16,7 @@ from batch_support import BAD_IMAGES, good_images
 
 from sigserve.batch.read import read_files, read_shards
 from sigserve.batch.schema import DATA, DONE, ERROR, ID, LOCATION, PATH
-from sigserve.batch.sink import ParquetSink
+from sigserve.batch.sink import MANIFEST, ParquetSink
 from sigserve.batch.sources import open_source
 from sigserve.errors import BatchError
 
@@ -147,7 +148,7 @@ def test_sink_parts_manifest_and_resume_rules(tmp_path):
     assert [p.name for p in dest.glob("part-*")] == ["part-00000.parquet"]
     s.write(rows(["e"]))
     s.finish({"rows": 5})
-    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest = json.loads((dest / MANIFEST).read_text())
     assert [p["rows"] for p in manifest["parts"]] == [3, 2] and manifest["complete"]
     part = pq.read_table(dest / "part-00000.parquet")
     assert part.schema.field("embedding").type == pa.list_(pa.float32(), 4) and part.column_names[-1] == "label"
@@ -167,15 +168,17 @@ def test_sink_drops_uncommitted_parts_and_refuses_foreign_folders(tmp_path):
     s.begin()
     s.write(rows(["a", "b", "c"]))
     pq.write_table(rows(["x"]), dest / "part-00001.parquet")  # written, never listed: a killed run
+    (dest / "_part-00002.parquet.tmp").write_bytes(b"half a part")  # killed while writing
     resumed = sink(dest)
     assert resumed.prepare(SETTINGS, resume=True) == {"a", "b", "c"}
     resumed.begin()
-    assert not (dest / "part-00001.parquet").exists()
+    assert sorted(p.name for p in dest.iterdir()) == [MANIFEST, "part-00000.parquet"]
+    assert pd.read_parquet(dest)["id"].tolist() == ["a", "b", "c"]  # readers skip the "_" manifest
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     pq.write_table(rows(["z"]), foreign / "part-00000.parquet")
-    with pytest.raises(BatchError, match="no manifest.json"):
+    with pytest.raises(BatchError, match="no _manifest.json"):
         sink(foreign).prepare(SETTINGS, resume=True)
 
 

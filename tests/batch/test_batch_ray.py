@@ -18,9 +18,9 @@ from batch_support import BAD_IMAGES, embeddings, good_images, read_output
 from test_batch_inputs import write_shard
 
 from sigserve.batch import INSTALL_HINT, embed
-from sigserve.batch.sink import CRASH_ENV
+from sigserve.batch.sink import CRASH_ENV, MANIFEST
 
-PATCHES = 64  # not the default, so that the setting is seen to travel to the actors
+PATCHES = 64  # not the default (so the setting is seen to travel to the actors), and quick
 
 
 def run_embed(cluster, src, dest, tiny_checkpoint, **kwargs):
@@ -31,18 +31,20 @@ def run_embed(cluster, src, dest, tiny_checkpoint, **kwargs):
 
 
 def test_folder_on_two_nodes_equals_embed_images(ray_cluster, image_folder, tiny_checkpoint, tiny_model, tmp_path):
-    summary = run_embed(ray_cluster, image_folder, tmp_path / "out", tiny_checkpoint, part_rows=16, workers=2)
+    # 1024 patches: the trained maximum, and enough work per batch for the readers to keep both actors fed.
+    summary = run_embed(ray_cluster, image_folder, tmp_path / "out", tiny_checkpoint, part_rows=16, workers=2,
+                        max_num_patches=1024)
     table = read_output(tmp_path / "out")
     good, bad = good_images(image_folder), sorted(BAD_IMAGES)
     assert sorted(table["id"].to_pylist()) == sorted(good + bad)  # every input exactly once
     assert summary.rows == table.num_rows == len(good) + len(bad) and summary.errors == len(bad)
     assert len(list((tmp_path / "out").glob("part-*.parquet"))) == -(-table.num_rows // 16)
-    assert set(table["max_num_patches"].to_pylist()) == {PATCHES}
+    assert set(table["max_num_patches"].to_pylist()) == {1024}
 
     ok = table.filter(pa.compute.is_null(table["error"])).sort_by("id")
     assert ok["id"].to_pylist() == good
     assert ok["path"].to_pylist() == [str(image_folder / i) for i in good]
-    expected = tiny_model.embed_images([image_folder / i for i in good], max_num_patches=PATCHES)
+    expected = tiny_model.embed_images([image_folder / i for i in good], max_num_patches=1024)
     assert np.abs(embeddings(ok) - expected).max() <= 1e-6
 
     failed = table.filter(pa.compute.invert(pa.compute.is_null(table["error"]))).sort_by("id")
@@ -54,7 +56,7 @@ def test_folder_on_two_nodes_equals_embed_images(ray_cluster, image_folder, tiny
     assert len(summary.workers) == 2 and len({name.split("/")[0] for name in summary.workers}) == 2
     assert sum(w["rows"] for w in summary.workers.values()) == summary.rows
     assert all(w["rows"] > 0 and w["peak_rss_mb"] > 50 for w in summary.workers.values())
-    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert manifest["complete"] and manifest["summary"]["rows"] == summary.rows
 
 
@@ -124,7 +126,7 @@ def test_killed_job_resumes_every_input_exactly_once(ray_cluster, image_folder, 
 
     killed = cli(args, {**env, CRASH_ENV: "written:2"})
     assert killed.returncode == -9, killed.stderr[-3000:]
-    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest = json.loads((dest / MANIFEST).read_text())
     assert [p["file"] for p in manifest["parts"]] == ["part-00000.parquet"] and not manifest["complete"]
     assert (dest / "part-00001.parquet").exists()  # written, never listed: its rows are not done
     kept = (dest / "part-00000.parquet").read_bytes()
@@ -141,7 +143,7 @@ def test_killed_job_resumes_every_input_exactly_once(ray_cluster, image_folder, 
     assert (dest / "part-00000.parquet").read_bytes() == kept  # the committed part was not redone
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["skipped"] == 8 and summary["rows"] == len(everything) - 8
-    assert json.loads((dest / "manifest.json").read_text())["complete"]
+    assert json.loads((dest / MANIFEST).read_text())["complete"]
 
 
 def test_cli_without_ray_says_how_to_install(tmp_path, image_folder):

@@ -30,7 +30,9 @@ from sigserve.pipeline import BUCKET_BATCHES, MAX_WINDOW
 
 INSTALL_HINT = ('sigserve batch needs Ray, which is not installed: pip install "sigserve[batch]" '
                 '(in a checkout: pip install -e ".[batch]", or scripts/setup.sh batch)')
-BLOCK_ROWS = 256  # inputs per read task at most; fewer when that would leave workers idle
+# Inputs per read task at most (fewer when that would leave workers idle). The rows of one read block
+# come back to the driver together, so this is also the grain of progress and of commits.
+BLOCK_ROWS = MAX_WINDOW
 
 
 @dataclass

@@ -5,7 +5,7 @@ input ids are already committed, so that a rerun with --resume skips exactly tho
 writes numbered parts and a manifest that lists the committed ones:
 
     DEST/part-00000.parquet ...   id, path, embedding fixed_size_list<float32>[D], max_num_patches, error, metadata...
-    DEST/manifest.json            the job's settings, the committed parts, and the summary once complete
+    DEST/_manifest.json           the job's settings, the committed parts, and the summary once complete
 
 A part is written to a temporary name, renamed, and only then listed in the manifest (itself replaced
 atomically). A kill at any point leaves every listed part whole; a part written but not yet listed is
@@ -32,10 +32,13 @@ from sigserve.batch.schema import ERROR, ID, output_schema
 from sigserve.batch.sources import filesystem
 from sigserve.errors import BatchError
 
-MANIFEST = "manifest.json"
+# Names that start with "_" are skipped by Parquet readers (pyarrow, pandas, Spark, Ray), so that
+# `pd.read_parquet(DEST)` reads the parts alone, even while a job is writing.
+MANIFEST = "_manifest.json"
 FORMAT = "sigserve-batch/1"
 PART_NAME = "part-{:05d}.parquet"
-PART_PATTERN = re.compile(r"part-(\d{5})\.parquet(\.tmp)?$")
+PART_PATTERN = re.compile(r"part-\d{5}\.parquet$")
+TMP_PATTERN = re.compile(r"_(part-\d{5}\.parquet|_manifest\.json)\.tmp$")  # ours, from a killed run
 DEFAULT_PART_ROWS = 10_000  # about 30 MB per part at 768 dimensions
 DEFAULT_PART_SECONDS = 120.0  # a part at least this often, so a slow job loses little when killed
 RESUME_KEYS = ("input", "model", "dummy", "precision", "max_num_patches")  # what changes the rows
@@ -127,7 +130,7 @@ class ParquetSink:
         number = len(self.manifest["parts"])
         name = PART_NAME.format(number)
         self._ensure_root()
-        tmp = f"{self.root}/{name}.tmp"
+        tmp = f"{self.root}/_{name}.tmp"
         pq.write_table(table, tmp, filesystem=self.fs)
         self.fs.move(tmp, f"{self.root}/{name}")
         _test_crash("written", number + 1)
@@ -149,7 +152,7 @@ class ParquetSink:
         self._ensure_root()
         listed = {p["file"] for p in self.manifest["parts"]}
         for name in self._listing():
-            if PART_PATTERN.match(name) and name not in listed:
+            if (PART_PATTERN.match(name) and name not in listed) or TMP_PATTERN.match(name):
                 self.fs.delete_file(f"{self.root}/{name}")
         self._write_manifest()
 
@@ -173,7 +176,7 @@ class ParquetSink:
         return manifest
 
     def _write_manifest(self) -> None:
-        tmp = f"{self.root}/{MANIFEST}.tmp"
+        tmp = f"{self.root}/_{MANIFEST}.tmp"
         with self.fs.open_output_stream(tmp) as f:
             f.write(json.dumps(self.manifest, indent=1).encode())
         self.fs.move(tmp, f"{self.root}/{MANIFEST}")

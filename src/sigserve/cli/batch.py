@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def batch(
     src: str = Opt(..., "--input", "-i", help="A folder (recursive), a glob, a Parquet/CSV/JSONL manifest with a "
                    "path or URL column, or WebDataset tar shards ('shards/{0000..0099}.tar'); local or s3:// gs://."),
-    dest: str = Opt(..., "--output", "-o", help="Folder (local or object store) for the Parquet parts and manifest.json."),
+    dest: str = Opt(..., "--output", "-o", help="Folder (local or object store) for the Parquet parts and _manifest.json."),
     model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: str = BackendOpt,
     precision: str = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
     ray_address: Optional[str] = Opt(None, "--ray-address", envvar="RAY_ADDRESS",
