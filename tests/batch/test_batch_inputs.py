@@ -187,3 +187,24 @@ def test_collection_destination_is_not_there_yet():
 
     with pytest.raises(BatchError, match="collections are not available"):
         open_sink("collection:photos", pa.schema([]))
+
+
+def test_uris_take_the_object_store_path(tmp_path, image_folder):
+    """file:// goes through pyarrow's filesystem layer exactly as s3:// or gs:// would (listing, glob,
+    reading, writing), which this machine cannot reach."""
+    local = open_source(str(image_folder))
+    remote = open_source(f"file://{image_folder}")
+    assert remote.table[ID].to_pylist() == local.table[ID].to_pylist()
+    assert remote.table[LOCATION][0].as_py() == f"file://{image_folder}/{local.table[ID][0].as_py()}"
+    globbed = open_source(f"file://{image_folder}/sub*/*.png")
+    assert globbed.table[ID].to_pylist() == [f"file://{image_folder}/{i}" for i in local.table[ID].to_pylist()
+                                             if i.startswith("sub") and i.endswith(".png")]
+    read = read_files(remote.table.slice(0, 2))
+    assert read[DATA].to_pylist() == [(image_folder / i).read_bytes() for i in local.table[ID][:2].to_pylist()]
+    dest = f"file://{tmp_path}/out"
+    s = ParquetSink(dest, pa.schema([("label", pa.string())]), 2, part_seconds=3600)
+    s.prepare(SETTINGS, resume=False)
+    s.begin()
+    s.write(rows(["a", "b", "c"]))
+    s.finish({})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST, "part-00000.parquet", "part-00001.parquet"]

@@ -19,6 +19,7 @@ from test_batch_inputs import write_shard
 
 from sigserve.batch import INSTALL_HINT, embed
 from sigserve.batch.sink import CRASH_ENV, MANIFEST
+from sigserve.errors import BatchError
 
 PATCHES = 64  # not the default (so the setting is seen to travel to the actors), and quick
 
@@ -108,6 +109,12 @@ def test_tar_shards(ray_cluster, image_folder, tiny_checkpoint, tiny_model, tmp_
     assert np.abs(embeddings(ok) - expected).max() <= 1e-6
     bad = table.filter(pa.compute.invert(pa.compute.is_null(table["error"])))
     assert bad["key"].to_pylist() == ["bad0", "bad1"] and bad["txt"].to_pylist() == ["broken on purpose"] * 2
+
+
+def test_a_worker_that_cannot_load_fails_the_job_clearly(ray_cluster, image_folder, tmp_path):
+    """Not a hang, not a Ray traceback: a BatchError naming the worker's own error."""
+    with pytest.raises(BatchError, match=r"a worker failed: sigserve.errors.ModelLoadError: .*missing.* is not a checkpoint"):
+        run_embed(ray_cluster, image_folder, tmp_path / "out", tmp_path / "missing")
 
 
 def cli(args: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:

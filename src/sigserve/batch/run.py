@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -41,7 +42,7 @@ class Summary:
     rows: int = 0  # rows written by this run (errors included)
     errors: int = 0
     skipped: int = 0  # inputs already in DEST from an earlier run (resume)
-    seconds: float = 0.0  # the whole run, Ray start and model loading included
+    seconds: float = 0.0  # the whole call: listing, Ray start and model loading included
     startup_s: float = 0.0  # until the first rows arrived
     images_per_s: float = 0.0  # rows / seconds
     steady_images_per_s: float = 0.0  # after the first rows: the rate once every stage runs
@@ -78,6 +79,7 @@ def embed(src: str, dest: str, *, model: str, dummy: bool = False, backend: str 
     """Embed every image of `src` into `dest` on Ray (a local instance unless `ray_address` is given,
     or the one this process is already connected to). Returns the Summary; bad images are error rows.
     `resume=True` continues an interrupted job in `dest`, skipping the inputs it already holds."""
+    start = time.perf_counter()
     ray = require_ray()
     check_max_num_patches(max_num_patches)
     for name, value in (("batch_size", batch_size), ("workers", workers), ("threads", threads), ("part_rows", part_rows)):
@@ -98,12 +100,21 @@ def embed(src: str, dest: str, *, model: str, dummy: bool = False, backend: str 
         sink.begin()
         summary = Summary(output=sink.description, skipped=len(done) if source.total is None else source.total - total)
         try:
-            drive(dataset, sink, summary, total, progress)
-        except KeyboardInterrupt:
+            drive(dataset, sink, summary, start, total, progress)
+        except (KeyboardInterrupt, ray.exceptions.RayError) as exc:
             sink.flush()  # the rows already here are complete: keep them for --resume
-            raise
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise BatchError(f"a worker failed: {_last_line(exc)} (the rows written so far are kept: "
+                             "fix the cause and rerun with --resume)") from exc
     sink.finish(summary.as_dict())
     return summary
+
+
+def _last_line(exc: Exception) -> str:
+    """Ray brings a worker's error back as the text of its traceback: its last line names the error."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    return next((line for line in reversed(lines) if line), type(exc).__name__)
 
 
 @contextmanager
@@ -170,11 +181,10 @@ def build_dataset(ray, kind: str, todo: pa.Table, workers: int, threads: int, op
                                num_cpus=threads, compute=ray.data.ActorPoolStrategy(size=workers))
 
 
-def drive(dataset, sink, summary: Summary, total: int | None, progress: bool) -> None:
-    """Pull the rows as the actors finish them, commit them, keep the books."""
-    start = time.perf_counter()
+def drive(dataset, sink, summary: Summary, start: float, total: int | None, progress: bool) -> None:
+    """Pull the rows as the actors finish them, commit them, keep the books (times from `start`)."""
     first_at = first_rows = None
-    busy: dict[str, list] = {}
+    busy: dict[str, tuple[int, float, int]] = {}  # worker -> rows, busy seconds, peak RSS bytes
     with tqdm(total=total, desc="sigserve batch", unit="img", disable=not progress, smoothing=0.05) as bar:
         for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             if first_at is None:
