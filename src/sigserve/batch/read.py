@@ -1,8 +1,8 @@
-"""The read stage, run as Ray tasks on the cluster: bytes of each input, never raising for one input.
+"""Reading, in the embed actors on the cluster: the bytes of each input, never raising for one input.
 
 A file that is missing, unreadable or larger than `max_bytes` gets its error in the row's `error`
-column and no data; the embedder passes such rows straight through. Decoding happens in the
-embedder (with the model's own preprocessing), so only compressed bytes travel between the stages.
+column and no data; the embedder passes such rows straight through. Only names travel to the actors
+(the driver lists them), and each actor reads its own rows, so reading is spread like the model.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from sigserve.errors import ImageFetchError, ImageFetchTooLargeError
 from sigserve.images import IMAGE_EXTENSIONS
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # per image file: a guard against reading huge non-images whole
-READ_THREADS = 8  # concurrent reads per task: object stores and HTTP answer slowly but in parallel
+READ_THREADS = 8  # concurrent reads per batch: object stores and HTTP answer slowly but in parallel
 HTTP_TIMEOUT_S = 60.0
-SAMPLES_PER_CHUNK = 32  # tar samples per output table: keeps a shard's output streaming
 SHARD_ERROR_KEY = "#shard"  # the key of the row that reports a shard which cannot be read (to its end)
 
 
@@ -37,7 +36,7 @@ def read_files(batch: pa.Table, max_bytes: int = DEFAULT_MAX_BYTES) -> pa.Table:
     return _with_data(batch.drop_columns([LOCATION]), [d for d, _ in results], [e for _, e in results])
 
 
-def read_shards(batch: pa.Table, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[pa.Table]:
+def read_shards(batch: pa.Table, max_bytes: int = DEFAULT_MAX_BYTES, chunk_rows: int = 32) -> Iterator[pa.Table]:
     """(shard, location, done) rows -> the shards' samples not yet done, in chunks of rows
     (id, path, shard, key, json, txt, cls, data, error). A shard that cannot be read, or breaks off,
     adds one error row, id "<shard>/#shard", after the samples read before the break."""
@@ -47,7 +46,7 @@ def read_shards(batch: pa.Table, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator
             chunk: list[dict] = []
             for row in _samples(reader, shard, location, set(done), max_bytes):
                 chunk.append(row)
-                if len(chunk) >= SAMPLES_PER_CHUNK:
+                if len(chunk) >= chunk_rows:
                     yield _shard_table(chunk)
                     chunk = []
             if chunk:

@@ -1,11 +1,13 @@
 """`sigserve.batch.embed`: the job, on Ray Data.
 
-    inputs (driver) -> read stage (Ray tasks: bytes) -> embed stage (actor pool: decode + model) -> sink (driver)
+    names of the inputs (driver) -> actor pool (Ray: read + decode + model) -> rows -> sink (driver)
 
-The driver lists SRC (sources.py) and drops what DEST already holds (resume); Ray Data streams the rest
-through the read tasks and an actor pool of `workers` actors, each loading the model once with
-`threads` threads; the driver commits the rows as they arrive (sink.py). Ray Data's streaming executor
-keeps memory bounded: each stage only runs ahead while the object store budget allows.
+The driver lists SRC (sources.py) and drops what DEST already holds (resume); Ray Data streams the
+rest to an actor pool of `workers` actors, each loading the model once and reading, decoding and
+embedding with `threads` threads; the driver commits the rows as they arrive (sink.py). Ray Data's
+streaming executor keeps memory bounded: the actors only run ahead while the object store budget allows.
+Reading happens in the actors, not in separate Ray tasks: a task's worker process would import
+sigserve (torch, onnxruntime: seconds and hundreds of MB per process) only to read files.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from sigserve.batch.read import DEFAULT_MAX_BYTES, read_files, read_shards
+from sigserve.batch.read import DEFAULT_MAX_BYTES
 from sigserve.batch.schema import BUSY_S, ERROR, PEAK_RSS, STATS_COLUMNS, WORKER
 from sigserve.batch.sink import DEFAULT_PART_ROWS, open_sink
 from sigserve.batch.sources import open_source
@@ -95,8 +97,9 @@ def embed(src: str, dest: str, *, model: str, dummy: bool = False, backend: str 
     with ray_session(ray, ray_address):
         workers, threads = plan_workers(ray, workers, threads)
         options = dict(model=str(model), dummy=dummy, backend=backend, precision=precision, threads=threads,
-                       max_num_patches=max_num_patches, batch_size=batch_size)
-        dataset = build_dataset(ray, source.kind, todo, workers, threads, options, max_image_bytes)
+                       max_num_patches=max_num_patches, batch_size=batch_size, kind=source.kind,
+                       window=max(batch_size, min(batch_size * BUCKET_BATCHES, MAX_WINDOW)), max_bytes=max_image_bytes)
+        dataset = build_dataset(ray, todo, workers, threads, options)
         sink.begin()
         summary = Summary(output=sink.description, skipped=len(done) if source.total is None else source.total - total)
         try:
@@ -167,18 +170,15 @@ def plan_workers(ray, workers: int | None, threads: int | None) -> tuple[int, in
     return workers, threads
 
 
-def build_dataset(ray, kind: str, todo: pa.Table, workers: int, threads: int, options: dict, max_bytes: int):
-    window = max(options["batch_size"], min(options["batch_size"] * BUCKET_BATCHES, MAX_WINDOW))
-    per_block = 1 if kind == "tar" else max(1, min(BLOCK_ROWS, math.ceil(todo.num_rows / (4 * workers))))
+def build_dataset(ray, todo: pa.Table, workers: int, threads: int, options: dict):
+    """Blocks of input names (files: up to BLOCK_ROWS, at least 8 blocks per worker when there are
+    enough; tar: one shard each) into the actor pool, `window` files or one shard per call."""
+    tar = options["kind"] == "tar"
+    per_block = 1 if tar else max(1, min(BLOCK_ROWS, math.ceil(todo.num_rows / (8 * workers))))
     blocks = [todo.slice(i, per_block) for i in range(0, todo.num_rows, per_block)] or [todo]
-    reader = read_shards if kind == "tar" else read_files
-    # Reading waits on disks and networks: it takes no CPU slot, so it runs beside the actors (which
-    # hold them all); the task count is capped instead.
-    dataset = ray.data.from_arrow(blocks).map_batches(
-        reader, batch_format="pyarrow", batch_size=None, fn_kwargs={"max_bytes": max_bytes},
-        num_cpus=0, compute=ray.data.TaskPoolStrategy(size=2 * workers))
-    return dataset.map_batches(Embedder, batch_format="pyarrow", batch_size=window, fn_constructor_kwargs=options,
-                               num_cpus=threads, compute=ray.data.ActorPoolStrategy(size=workers))
+    return ray.data.from_arrow(blocks).map_batches(
+        Embedder, batch_format="pyarrow", batch_size=1 if tar else options["window"], fn_constructor_kwargs=options,
+        num_cpus=threads, compute=ray.data.ActorPoolStrategy(size=workers))
 
 
 def drive(dataset, sink, summary: Summary, start: float, total: int | None, progress: bool) -> None:
