@@ -208,3 +208,33 @@ def test_uris_take_the_object_store_path(tmp_path, image_folder):
     s.write(rows(["a", "b", "c"]))
     s.finish({})
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST, "part-00000.parquet", "part-00001.parquet"]
+
+
+def test_manifest_urls_are_fetched_over_http(tmp_path):
+    """http(s) rows of a manifest: fetched (here from a server on loopback); a 404 or an oversized
+    body is that row's error."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "small.jpg").write_bytes(b"s" * 100)
+    (served / "big.jpg").write_bytes(b"b" * 1000)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        (tmp_path / "m.jsonl").write_text("".join(json.dumps({"url": f"{base}/{n}"}) + "\n"
+                                                  for n in ("small.jpg", "nothing.jpg", "big.jpg")))
+        source = open_source(str(tmp_path / "m.jsonl"))
+        out = read_files(source.table, max_bytes=500)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out[DATA].to_pylist() == [b"s" * 100, None, None]
+    errors = out[ERROR].to_pylist()
+    assert errors[0] is None and errors[1].startswith("image_fetch_failed:") and "404" in errors[1]
+    assert errors[2].startswith("image_fetch_too_large:")
