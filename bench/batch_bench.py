@@ -1,8 +1,8 @@
 """`sigserve batch` against `model.embed_images` in one process, on the same files (a benchmark, never a
-test; about 15 minutes on 2 cores with the defaults). Run it on a quiet machine.
+test; about 20 minutes on 2 cores with the defaults). Run it on a quiet machine.
 
     python bench/batch_bench.py                       # full-size random weights, 160 1080p JPEGs, 2 rounds
-    python bench/batch_bench.py --tiny --images 8 --rounds 1    # checks the script itself in a minute or two
+    python bench/batch_bench.py --tiny --images 40 --rounds 1   # checks the script itself in a few minutes
 
 Each round runs, one after the other, on the same JPEGs and the same weights (`--load-format dummy`: the
 real architecture, random weights, written once to SIGSERVE_CACHE):
@@ -14,11 +14,14 @@ real architecture, random weights, written once to SIGSERVE_CACHE):
   cluster     `sigserve batch --ray-address` on a two-node cluster on this machine (`ray start` head and
               worker, one CPU each: two actors of one thread), tests/batch/ray_local_cluster.py
 
-For the batch runs: end-to-end images/s (Ray start, model loading and the tail included), the steady
-rate after the first rows, each actor's rate while busy and its peak RSS. Ray Data's overhead is the
-steady rate against in-process. The projection for N workers multiplies the local run's steady rate
-(one 2-vCPU node) by N: a projection, assuming linear scaling, storage that keeps up and a driver that
-is not the bottleneck, never a measurement.
+Each batch mode runs twice per round, on all the images (N) and on the first quarter (n): the
+marginal rate (N - n) / (T_N - T_n) is its steady throughput, with Ray start, model loading and the
+pipeline's fill and drain cancelled out (T: the job's own seconds, from `--summary-json`). Reported
+beside it: end-to-end images/s of the full run (everything included, what a short job sees), each
+actor's rate while busy and its peak RSS. Ray Data's overhead = 1 - marginal rate / in-process rate.
+The projection for N workers multiplies the local run's marginal rate (one 2-vCPU node) by N: a
+projection, assuming linear scaling, storage that keeps up and a driver that is not the bottleneck,
+never a measurement.
 """
 
 from __future__ import annotations
@@ -89,11 +92,21 @@ def batch_run(model: str, folder: Path, patches: int, batch: int, env: dict, add
     return result
 
 
+def marginal(model: str, folders: tuple[Path, Path], patches: int, batch: int, env: dict, address: str | None) -> dict:
+    """The short run, then the full run; their marginal rate."""
+    short, full = (batch_run(model, f, patches, batch, env, address) for f in folders)
+    extra = full["seconds"] - short["seconds"]
+    rate = (full["rows"] - short["rows"]) / extra if extra > 0 else float("nan")  # nan: too few images to tell
+    return {"marginal_images_per_s": rate, "short": short, "full": full}
+
+
 def describe(result: dict) -> str:
-    rates = ", ".join(f"{w['images_per_s']:.2f}" for w in result["workers"].values())
-    rss = ", ".join(f"{w['peak_rss_mb']:.0f}" for w in result["workers"].values())
-    return (f"{result['images_per_s']:.2f} img/s end to end ({result['seconds']:.0f} s, start {result['startup_s']:.0f} s), "
-            f"steady {result['steady_images_per_s']:.2f}; per actor busy {rates} img/s, peak RSS {rss} MB")
+    full = result["full"]
+    rates = ", ".join(f"{w['images_per_s']:.2f}" for w in full["workers"].values())
+    rss = ", ".join(f"{w['peak_rss_mb']:.0f}" for w in full["workers"].values())
+    return (f"marginal {result['marginal_images_per_s']:.2f} img/s; full run {full['images_per_s']:.2f} img/s end to "
+            f"end ({full['seconds']:.0f} s, first rows after {full['startup_s']:.0f} s), short run "
+            f"{result['short']['seconds']:.0f} s; per actor busy {rates} img/s, peak RSS {rss} MB")
 
 
 def main() -> None:
@@ -113,11 +126,15 @@ def main() -> None:
         (work / "tiny").mkdir()
         (work / "tiny" / "config.json").write_text(json.dumps(TINY_CONFIG))
         model = str(work / "tiny")
-    folder = work / "jpegs"
+    folder, short = work / "jpegs", work / "quarter"
     folder.mkdir()
+    short.mkdir()
     for i, jpeg in enumerate(hd_jpegs(a.images)):
         (folder / f"{i:05d}.jpg").write_bytes(jpeg)
+        if i < a.images // 4:
+            os.link(folder / f"{i:05d}.jpg", short / f"{i:05d}.jpg")
     paths = sorted(str(p) for p in folder.glob("*.jpg"))
+    folders = (short, folder)
     # A token of our own for every Ray process: a local instance would otherwise write ~/.ray/auth_token.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -132,13 +149,13 @@ def main() -> None:
         runs["in-process"].append(in_process(model, paths, a.max_num_patches, a.batch_size, env))
         print(f"round {r + 1} (load {load:.2f}) in-process: {runs['in-process'][-1]['images_per_s']:.2f} img/s, "
               f"peak RSS {runs['in-process'][-1]['peak_rss_mb']:.0f} MB", flush=True)
-        runs["local"].append(batch_run(model, folder, a.max_num_patches, a.batch_size, env, None))
+        runs["local"].append(marginal(model, folders, a.max_num_patches, a.batch_size, env, None))
         print(f"round {r + 1} local: {describe(runs['local'][-1])}", flush=True)
         cluster = LocalRayCluster(cpus_per_node=(1, 1), object_store_bytes=1024**3)
         cluster.env = {k: env[k] for k in cluster.env}  # the same token for nodes and driver
         try:
             cluster.start()
-            runs["cluster"].append(batch_run(model, folder, a.max_num_patches, a.batch_size, env, cluster.address))
+            runs["cluster"].append(marginal(model, folders, a.max_num_patches, a.batch_size, env, cluster.address))
         finally:
             cluster.stop()
         print(f"round {r + 1} two-node cluster: {describe(runs['cluster'][-1])}", flush=True)
@@ -152,25 +169,19 @@ def main() -> None:
 def report(runs: dict[str, list[dict]], a) -> None:
     ref = statistics.median(r["images_per_s"] for r in runs["in-process"])
     ref_rss = max(r["peak_rss_mb"] for r in runs["in-process"])
-    print("\n| run | img/s end to end | img/s steady | vs in-process (steady) | Ray Data overhead | peak RSS per worker |")
+    print("\n| run | img/s end to end | img/s steady (marginal) | vs in-process | Ray Data overhead | peak RSS per worker |")
     print("|---|---|---|---|---|---|")
     print(f"| `model.embed_images`, one process | – | {ref:.2f} | 1 | – | {ref_rss:.0f} MB |")
     steady: dict[str, float] = {}
     for name, label in (("local", "`sigserve batch`, local Ray"), ("cluster", "`sigserve batch`, two-node cluster")):
-        e2e = statistics.median(r["images_per_s"] for r in runs[name])
-        # 0 when every row came back in one piece (too few images for a steady state): no figure then
-        steady[name] = statistics.median(r["steady_images_per_s"] for r in runs[name])
-        rss = max(w["peak_rss_mb"] for r in runs[name] for w in r["workers"].values())
-        s = steady[name]
-        cells = (f"{s:.2f} | {s / ref:.2f} | {100 * (1 - s / ref):.1f}%") if s else "n/a (too few images) | – | –"
-        print(f"| {label} | {e2e:.2f} | {cells} | {rss:.0f} MB |")
+        e2e = statistics.median(r["full"]["images_per_s"] for r in runs[name])
+        steady[name] = s = statistics.median(r["marginal_images_per_s"] for r in runs[name])
+        rss = max(w["peak_rss_mb"] for r in runs[name] for w in r["full"]["workers"].values())
+        print(f"| {label} | {e2e:.2f} | {s:.2f} | {s / ref:.2f} | {100 * (1 - s / ref):.1f}% | {rss:.0f} MB |")
 
     node = steady["local"]
-    if not node:
-        print("\nNo projection: the local run had no steady state (use more --images).")
-        return
     print(f"\nProjection (not measured): N nodes like this one (2 vCPU, ${a.price_per_hour}/h each), "
-          f"{node:.2f} img/s per node (the local run's steady rate), linear scaling assumed")
+          f"{node:.2f} img/s per node (the local run's marginal rate), linear scaling assumed")
     print("| workers (nodes) | img/s | hours per 1M images | $ per 1M images |")
     print("|---|---|---|---|")
     for n in PROJECT_WORKERS:
