@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sigserve.batch.schema import ERROR, ID, output_schema
+from sigserve.batch.schema import EMBEDDING, ERROR, ID, output_schema
 from sigserve.batch.sources import filesystem
 from sigserve.errors import BatchError
 
@@ -109,7 +109,7 @@ class ParquetSink:
 
     def write(self, table: pa.Table) -> None:
         if self.schema is None:
-            self.schema = output_schema(self.metadata, table.schema.field("embedding").type.list_size)
+            self.schema = output_schema(self.metadata, table.schema.field(EMBEDDING).type.list_size)
         self.buffer.append(table.select(self.schema.names).cast(self.schema))
         self.buffered += table.num_rows
         while self.buffered >= self.part_rows:
