@@ -1,16 +1,16 @@
 """The full benchmark behind docs/benchmarks.md (a benchmark, never a test; a few minutes on 2 cores).
 
-    python bench/bench.py                       # everything, full-size random checkpoint
-    python bench/bench.py --only towers         # or: int8, mixed, preprocess
+    python -m bench.bench                       # everything, full-size random checkpoint
+    python -m bench.bench --only towers         # or: int8, mixed, preprocess
 
 Sections:
-  towers      `sigserve bench` (transformers vs our backends, same checkpoint, same run, interleaved)
+  towers      `sigserve bench`'s comparison plus transformers (bench/reference.py) as the baseline
   int8        distance of int8 to exact fp32 on real photos (skimage / sklearn), 256 and 1024 patches
   mixed       mixed aspect ratios at 1024 patches: batches in input order vs sorted by patch count
   preprocess  JPEG decode+resize cost, draft decode's speed and distance, decode/inference overlap
 
-The checkpoint is built once with tests/checkpoints.py (random weights, every parameter random) under
-SIGSERVE_CACHE/bench/full-random.
+The checkpoint is built once with tests/support/checkpoints.py (random weights, every parameter random)
+under $SIGSERVE_CACHE/bench/full-random. Run from the repository root.
 """
 
 from __future__ import annotations
@@ -18,26 +18,25 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import sigserve  # noqa: E402
-from sigserve.cli.bench import cosine_distance, run_bench  # noqa: E402
-from sigserve.dummy import cache_root  # noqa: E402
-from sigserve.weights import resolve  # noqa: E402
+import sigserve
+from bench.reference import TransformersRunner, peak_rss_mb
+from sigserve.cli.bench import run_bench
+from sigserve.paths import cache_dir
+from sigserve.scoring import max_cosine_distance
+from sigserve.weights import resolve
+from tests.support.oracle import real_photos
 
 
 def full_checkpoint() -> Path:
-    from checkpoints import make_checkpoint
+    from tests.support.checkpoints import make_checkpoint
 
-    folder = cache_root() / "bench" / "full-random"
+    folder = cache_dir("bench", "full-random")
     if not (folder / "preprocessor_config.json").is_file():  # written last by make_checkpoint
         print(f"building the full-size random checkpoint in {folder} (1.5 GB, about a minute)")
         make_checkpoint(folder, "full", seed=0)
@@ -45,13 +44,7 @@ def full_checkpoint() -> Path:
 
 
 def photos() -> dict[str, Image.Image]:
-    from skimage import data
-    from sklearn.datasets import load_sample_images
-
-    out = {n: Image.fromarray(getattr(data, n)()) for n in ("astronaut", "coffee", "chelsea", "rocket")}
-    china, flower = load_sample_images().images
-    out["china"], out["flower"] = Image.fromarray(china), Image.fromarray(flower)
-    return out
+    return {k: v for k, v in real_photos().items() if k != "camera_gray"}
 
 
 def jpeg(image: Image.Image, size=None, quality=90) -> bytes:
@@ -81,7 +74,7 @@ def int8_distance(folder: Path) -> dict:
         print(f"int8 vs exact fp32, {len(ims)} real photos at {L} patches: 1-cos max {per.max():.1e}, "
               f"mean {per.mean():.1e}  (min cosine {1 - per.max():.5f})")
     texts = ["a photo of a cat", "a rocket on the launch pad", "a cup of coffee", "ein Hund im Park"]
-    d = cosine_distance(exact.embed_texts(texts), int8.embed_texts(texts))
+    d = max_cosine_distance(exact.embed_texts(texts), int8.embed_texts(texts))
     print(f"int8 vs exact fp32, texts: 1-cos max {d:.1e}")
     out["text"] = d
     return out
@@ -109,7 +102,7 @@ def mixed_workload(folder: Path, backend: str, rounds: int = 2, batch: int = 8) 
     run(order)
     for _ in range(rounds):
         for k, p in plans.items():
-            times[k].append(best_of(lambda: run(p), 1))
+            times[k].append(best_of(lambda p=p: run(p), 1))
     base = min(times["input order"])
     out = {}
     for k in plans:
@@ -128,9 +121,9 @@ def preprocessing(folder: Path, backend: str) -> dict:
     small = {n: jpeg(im, (640, 480)) for n, im in ims.items()}
     out = {}
     for L in (256, 1024):
-        t_small = best_of(lambda: [exact.preprocess(b, None, L) for b in small.values()]) / len(small)
-        t_big = best_of(lambda: [exact.preprocess(b, None, L) for b in big.values()]) / len(big)
-        t_draft = best_of(lambda: [draft.preprocess(b, None, L) for b in big.values()]) / len(big)
+        t_small = best_of(lambda L=L: [exact.preprocess(b, None, L) for b in small.values()]) / len(small)
+        t_big = best_of(lambda L=L: [exact.preprocess(b, None, L) for b in big.values()]) / len(big)
+        t_draft = best_of(lambda L=L: [draft.preprocess(b, None, L) for b in big.values()]) / len(big)
         a = exact.embed_images(list(big.values()), max_num_patches=L)
         b = draft.embed_images(list(big.values()), max_num_patches=L)
         per = 1 - (a * b).sum(1)
@@ -170,8 +163,9 @@ def main():
     report = {}
     sections = a.only.split(",")
     if "towers" in sections:
-        report["towers"] = run_bench(resolve(folder), ["transformers", "torch:fp32", "onnx:fp32", "onnx:int8"],
-                                     [int(b) for b in a.batch_sizes.split(",")], rounds=a.rounds)
+        reference = {"transformers": (TransformersRunner(folder), lambda: peak_rss_mb(str(folder)))}
+        report["towers"] = run_bench(resolve(folder), ["torch:fp32", "onnx:fp32", "onnx:int8"],
+                                     [int(b) for b in a.batch_sizes.split(",")], rounds=a.rounds, extra=reference)
     if "int8" in sections:
         report["int8"] = int8_distance(folder)
     if "mixed" in sections:

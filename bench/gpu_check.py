@@ -1,6 +1,6 @@
 """GPU check: transformers (SDPA) vs sigserve's torch backend on CUDA, vision tower, half precision.
 
-Builds a full-size random checkpoint with tests/checkpoints.py, then per batch size times, interleaved,
+Builds a full-size random checkpoint with tests/support/checkpoints.py, then per batch size times, interleaved,
 each side fed what it is fed in practice:
 
   transformers-bf16          its processor's output: float32 pixel_values on the host (normalised there,
@@ -11,25 +11,24 @@ each side fed what it is fed in practice:
   sigserve-bf16 / -fp16      what serving does since issue 4: images.pack()'s uint8 pixel values on the
                              host -> TorchBackend.encode_images: uint8 copied to the GPU (plain pageable
                              copy, the default), normalised there by a LUT gather, pooled -> numpy
-  sigserve-bf16-staged       the same through TorchBackend(transfer="staged"): a reused page-locked buffer
-                             (bench/results/gpu2.log ran with "staged" as the default: see its header)
 
 twice: "e2e" = host arrays in (float32 for transformers, uint8 for sigserve), numpy out, every copy
 included; "device" = inputs already on the GPU (float32 for transformers, uint8 for sigserve, whose LUT
-gather is then timed; its mask stays on the host, where serving has it). Neither side's decode/resize is timed (identical work on the host). Parity: 1 -
+gather is then timed; its mask stays on the host, where serving has it). Neither side's decode/resize
+is timed (identical work on the host). Parity: 1 -
 cosine of each pooled output to transformers fp32 on the GPU; our fp32 vs transformers fp32 max abs
 diff; the GPU LUT gather vs the host normalisation, bit for bit. A transfer probe times the copies
-alone. Optionally, our encoder under torch.compile (TorchBackend(compile=True), opt-in).
+alone. (A page-locked staging buffer and torch.compile were measured no faster here: see
+bench/results/2026-11-27-gpu-h200.log.)
 
-    python bench/gpu_check.py                      # full size, batches 8,32,64,128 (needs CUDA)
-    python bench/gpu_check.py --tiny --device cpu  # logic check on a CPU (fp32, tiny checkpoint)
+    python -m bench.gpu_check                      # full size, batches 8,32,64,128 (needs CUDA)
+    python -m bench.gpu_check --tiny --device cpu  # logic check on a CPU (fp32, tiny checkpoint)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import warnings
@@ -38,15 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
-
-from checkpoints import make_checkpoint  # noqa: E402
-
-from sigserve.backends.torch import DTYPES, StagedUploader, TorchBackend  # noqa: E402
-from sigserve.cli.bench import square_batch  # noqa: E402
-from sigserve.images import normalize  # noqa: E402
-from sigserve.weights import resolve  # noqa: E402
+from sigserve.backends.torch import DTYPES, TorchBackend
+from sigserve.cli.bench import square_batch
+from sigserve.images import normalize
+from sigserve.scoring import max_cosine_distance
+from sigserve.weights import resolve
+from tests.support.checkpoints import make_checkpoint
 
 T0 = time.time()
 
@@ -95,8 +91,8 @@ class HF:
 class Ours:
     """sigserve's torch backend; takes images.pack()'s uint8 pixel values (numpy or a tensor)."""
 
-    def __init__(self, checkpoint, precision, device, **kwargs):
-        self.backend = TorchBackend(checkpoint, precision=precision, device=device, **kwargs)
+    def __init__(self, checkpoint, precision, device):
+        self.backend = TorchBackend(checkpoint, precision=precision, device=device)
         self.device = device
 
     def prepare(self, host, on_device):
@@ -109,11 +105,6 @@ class Ours:
 
     def encode_images(self, pv, mask, shapes):
         return self.backend.encode_images(pv, mask, shapes)[0]
-
-
-def cos_dist(a, b):
-    a, b = a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
-    return float(np.max(1 - (a * b).sum(1)))
 
 
 def bench(runners, inputs, device, iters, rounds):
@@ -140,14 +131,12 @@ def transfer_probe(device, B, N, iters=10):
         return {}
     u8 = square_batch(B, N)[0]
     f32 = normalize(u8)
-    staged = StagedUploader(torch.device(device))
     pinned_f32 = torch.from_numpy(f32).pin_memory()
     ways = {
         "float32 pageable .to()": lambda: torch.from_numpy(f32).to(device),
         "float32 pre-pinned non_blocking": lambda: pinned_f32.to(device, non_blocking=True),
         "uint8 pageable .to() (default)": lambda: torch.from_numpy(u8).to(device),
         "uint8 pin_memory()+non_blocking": lambda: torch.from_numpy(u8).pin_memory().to(device, non_blocking=True),
-        "uint8 transfer='staged'": lambda: staged(u8),
     }
     out = {}
     for name, fn in ways.items():
@@ -160,7 +149,8 @@ def transfer_probe(device, B, N, iters=10):
             sync(device)
             times.append(time.perf_counter() - t0)
         out[name] = 1000 * min(times)
-        log(f"transfer B={B:<3} {name:<34} {out[name]:7.2f} ms  ({f32.nbytes / 1e6 if 'float32' in name else u8.nbytes / 1e6:.1f} MB)")
+        mb = (f32 if "float32" in name else u8).nbytes / 1e6
+        log(f"transfer B={B:<3} {name:<34} {out[name]:7.2f} ms  ({mb:.1f} MB)")
     return out
 
 
@@ -177,8 +167,6 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--folder", default=None, help="checkpoint folder (built there if missing)")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--compile-if-before", type=float, default=0, help="also time TorchBackend(compile=True) "
-                    "if no more than this many seconds have passed (0: never)")
     a = ap.parse_args()
     size = "tiny" if a.tiny else a.size
     device = a.device
@@ -206,7 +194,6 @@ def main():
     runners = {base: HF(folder, DTYPES[half], device), f"{base}-pinned": HF(folder, DTYPES[half], device, pinned=True)}
     for p in dtypes:
         runners[f"sigserve-{p}"] = Ours(checkpoint, p, device)
-    runners[f"sigserve-{dtypes[0]}-staged"] = Ours(checkpoint, dtypes[0], device, transfer="staged")
     reference = HF(folder, torch.float32, device)
     ours_fp32 = Ours(checkpoint, "fp32", device)
     log("models loaded")
@@ -216,14 +203,6 @@ def main():
     if cuda:
         for B in map(int, a.batches.split(",")):
             results["transfer_ms"][B] = transfer_probe(device, B, a.patches)
-    if a.compile_if_before and time.time() - T0 < a.compile_if_before:
-        log("timing TorchBackend(compile=True) (first call per shape compiles)")
-        try:
-            compiled = {base: runners[base], f"sigserve-{dtypes[0]}-compiled": Ours(checkpoint, dtypes[0], device, compile=True)}
-            results["rows"] += run(compiled, reference, a, device, base)
-        except Exception as exc:  # noqa: BLE001 - report, keep the numbers above
-            log(f"torch.compile failed: {type(exc).__name__}: {exc}")
-            results["compile_error"] = repr(exc)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
     log("done")
@@ -240,7 +219,8 @@ def check_exactness(runners, ours_fp32, reference, a, device, results):
         b = r.backend
         for name, given in (("host uint8", host[0]), ("device uint8", torch.from_numpy(host[0]).to(device))):
             got = b.pixels(given).cpu()
-            ok = torch.equal(got, want.to(b.dtype)) and torch.equal(b.pixels(every).cpu(), torch.from_numpy(normalize(every)).to(b.dtype))
+            every_value = torch.equal(b.pixels(every).cpu(), torch.from_numpy(normalize(every)).to(b.dtype))
+            ok = torch.equal(got, want.to(b.dtype)) and every_value
             results["exact"][f"{k} LUT {name}"] = ok
             log(f"exact LUT normalisation {k:<24} {name:<13} {'bit-identical' if ok else 'DIFFERENT'}")
     ref = reference.encode_images(*reference.prepare(host, False))
@@ -254,7 +234,7 @@ def run(runners, reference, a, device, base):
     for B in map(int, a.batches.split(",")):
         host = square_batch(B, a.patches)
         ref = reference.encode_images(*reference.prepare(host, False))
-        dist = {k: cos_dist(r.encode_images(*r.prepare(host, False)), ref) for k, r in runners.items()}
+        dist = {k: max_cosine_distance(r.encode_images(*r.prepare(host, False)), ref) for k, r in runners.items()}
         for mode in ("e2e", "device"):
             inputs = {k: r.prepare(host, mode == "device") for k, r in runners.items()}
             times = bench(runners, inputs, device, a.iters, a.rounds)
@@ -262,7 +242,8 @@ def run(runners, reference, a, device, base):
                 row = dict(batch=B, mode=mode, config=k, images_per_s=B / t, ms_per_batch=1000 * t,
                            vs_transformers=times[base] / t, one_minus_cos_to_fp32=dist[k])
                 results.append(row)
-                log(f"B={B:<3} {mode:<6} {k:<28} {B / t:9.1f} img/s {1000 * t:8.2f} ms  x{times[base] / t:.2f}  1-cos {dist[k]:.1e}")
+                log(f"B={B:<3} {mode:<6} {k:<28} {B / t:9.1f} img/s {1000 * t:8.2f} ms  x{times[base] / t:.2f}  "
+                    f"1-cos {dist[k]:.1e}")
             del inputs
     return results
 

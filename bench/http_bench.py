@@ -1,11 +1,11 @@
 """End to end over HTTP vs model-only, in one run (a benchmark, never a test; about 7 minutes on 2 cores).
 
-    python bench/http_bench.py                          # defaults: 16 clients, 1080p JPEGs, 3 rounds
-    python bench/http_bench.py --server-arg=--preprocess-threads=1   # try a server setting
+    python -m bench.http_bench                          # defaults: 16 clients, 1080p JPEGs, 3 rounds
+    python -m bench.http_bench --server-arg=--preprocess-threads=1   # try a server setting
 
-What is measured, on the full-size random checkpoint (tests/checkpoints.py, cached under
+What is measured, on the full-size random checkpoint (tests/support/checkpoints.py, cached under
 SIGSERVE_CACHE/bench/full-random) with the backend/precision the server picks by default
-(`sigserve.server.app.load_model(Settings(model=...))`, i.e. onnx fp32 on CPU):
+(`sigserve.server.app.load_pipeline(Settings(model=...))`, i.e. onnx fp32 on CPU):
 
   inference-only  `Pipeline.encode_patches` on already-preprocessed NaFlex patches (256) of the same
                   JPEGs, at batch 1, 4 and 8 (8 = the server's max_batch_images). The best of these is
@@ -44,10 +44,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
+from bench.bench import full_checkpoint, photos
 
-from bench import full_checkpoint, photos  # noqa: E402
+RESULTS = Path(__file__).resolve().parent / "results"
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -263,7 +262,7 @@ def main() -> None:
     ap.add_argument("--max-others", type=float, default=0.15, help="rerun a phase when other processes took more cores")
     ap.add_argument("--retries", type=int, default=2)
     ap.add_argument("--quiet-wait", type=float, default=20.0, help="max seconds to wait for an idle machine per phase")
-    ap.add_argument("--log", default=str(ROOT / "results" / "http.log"))
+    ap.add_argument("--log", default=str(RESULTS / "http-end-to-end.log"))
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 
@@ -277,17 +276,17 @@ def main() -> None:
     import httpx
 
     import sigserve
-    from sigserve.server.app import load_model
+    from sigserve.server.app import load_pipeline
     from sigserve.server.settings import Settings
 
     folder = full_checkpoint()
     say(f"# sigserve {sigserve.__version__} http_bench, {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cpus, "
         f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    say(f"# command: python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}")
+    say(f"# command: python -m bench.{Path(__file__).stem} {' '.join(sys.argv[1:])}")
     jpegs = hd_jpegs(a.images)
     say(f"inputs: {len(jpegs)} distinct 1920x1080 JPEGs (q90), mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KiB")
 
-    model = load_model(Settings(model=str(folder)))  # exactly what the server loads (exports ONNX once)
+    model = load_pipeline(Settings(model=str(folder)))  # exactly what the server loads (exports ONNX once)
     say(f"model-only: {model!r}, threads {model.backend.describe().get('threads')}")
     patches = [model.preprocess(j, None, 256) for j in jpegs]
     say(f"patches per image: {patches[0].rows}x{patches[0].cols} = {patches[0].num_patches}")
@@ -328,7 +327,8 @@ def main() -> None:
                 h = asyncio.run(http_load(url, bodies, a.clients, a.warmup, a.duration))
                 d = {k: v - m0[k] for k, v in scrape(url).items()}
                 h["server_mean_batch"] = d["sigserve_batch_size_sum"] / max(1, d["sigserve_batch_size_count"])
-                h["server_infer_ms_per_image"] = 1000 * d["sigserve_batch_duration_seconds_sum"] / max(1, d["sigserve_batch_size_sum"])
+                batched = max(1, d["sigserve_batch_size_sum"])
+                h["server_infer_ms_per_image"] = 1000 * d["sigserve_batch_duration_seconds_sum"] / batched
                 h["served"] = d["sigserve_batch_size_sum"]
                 return h
 
@@ -337,7 +337,7 @@ def main() -> None:
                 row: dict = {"others": []}
                 for b in (1, 4, a.batch):
                     n_img = a.model_images if b > 1 else a.model_images // 3
-                    row[f"inf_b{b}"], ld = phase(lambda: inference_rate(model, patches, b, n_img))
+                    row[f"inf_b{b}"], ld = phase(lambda b=b, n_img=n_img: inference_rate(model, patches, b, n_img))
                     row[f"cpu_inf_b{b}"] = ld.self_cpu / n_img
                     row["others"].append(ld.others)
                     say(f"round {r_i + 1}: inference-only b{b}: {row[f'inf_b{b}']:.2f} img/s, "
@@ -353,9 +353,11 @@ def main() -> None:
                 row["http"] = h
                 row["others"].append(ld.others)
                 say(f"round {r_i + 1}: HTTP {a.clients} clients: {h['images_per_s']:.2f} img/s ({h['completed']} in "
-                    f"{h['window_s']:.1f} s, {h['bursts']} bursts), p50 {h['p50_ms']:.0f} ms, p95 {h['p95_ms']:.0f} ms, errors {h['errors']}; "
+                    f"{h['window_s']:.1f} s, {h['bursts']} bursts), p50 {h['p50_ms']:.0f} ms, p95 {h['p95_ms']:.0f} ms, "
+                    f"errors {h['errors']}; "
                     f"server: mean batch {h['server_mean_batch']:.2f}, inference {h['server_infer_ms_per_image']:.0f} "
-                    f"ms/img; CPU-ms/img: server {h['server_cpu_ms_per_image']:.0f}, client {h['client_cpu_ms_per_image']:.0f}   [{ld}]")
+                    f"ms/img; CPU-ms/img: server {h['server_cpu_ms_per_image']:.0f}, "
+                    f"client {h['client_cpu_ms_per_image']:.0f}   [{ld}]")
                 rounds.append(row)
 
             # idle latency, interleaved: HTTP, pipeline, inference-only (same image)

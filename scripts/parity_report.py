@@ -1,25 +1,22 @@
 """Print sigserve's max abs difference to transformers (the oracle) on a random tiny checkpoint:
 pooled embeddings, patch features and probabilities per sequence length, text embeddings, token ids.
 
-    .venv/bin/python scripts/parity_report.py [--size tiny|full]
+    .venv/bin/python -m scripts.parity_report [--size tiny|full]     (from the repository root)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path[:0] = [str(Path(__file__).parents[1] / "tests"), str(Path(__file__).parents[1] / "tests" / "core")]
-from checkpoints import make_checkpoint  # noqa: E402
-from oracle import Oracle, real_photos  # noqa: E402
-from images_for_tests import awkward_images  # noqa: E402
-from test_parity import TEXTS, oracle_rgb  # noqa: E402
-
-import sigserve  # noqa: E402
+import sigserve
+from tests.core.test_parity import TEXTS, oracle_rgb
+from tests.support.checkpoints import make_checkpoint
+from tests.support.images import awkward_images
+from tests.support.oracle import Oracle, real_photos
 
 
 def main() -> None:

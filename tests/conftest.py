@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from checkpoints import make_checkpoint  # noqa: E402
-from oracle import Oracle, real_photos  # noqa: E402
+from tests.support.checkpoints import make_checkpoint
+from tests.support.oracle import Oracle, real_photos
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,12 +5,35 @@
     model.embed_images(["cat.jpg"]), model.embed_texts(["a cat"]), model.classify(["cat.jpg"], ["cat", "dog"])
 """
 
-from sigserve.errors import (ImageDecodeError, ImageTooLargeError, InputError, InvalidArgumentError, ModelLoadError,
-                             SigserveError, TextInputError)
+from importlib.metadata import PackageNotFoundError, version
+
+from sigserve.errors import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    InputError,
+    InvalidArgumentError,
+    ModelLoadError,
+    SigserveError,
+    TextInputError,
+)
 from sigserve.pipeline import Pipeline, load
 from sigserve.prompts import DEFAULT_TEMPLATE
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("sigserve")  # one place: pyproject.toml
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
-__all__ = ["load", "Pipeline", "DEFAULT_TEMPLATE", "SigserveError", "ModelLoadError", "InvalidArgumentError",
-           "InputError", "ImageDecodeError", "ImageTooLargeError", "TextInputError", "__version__"]
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "InputError",
+    "InvalidArgumentError",
+    "ModelLoadError",
+    "Pipeline",
+    "SigserveError",
+    "TextInputError",
+    "__version__",
+    "load",
+]

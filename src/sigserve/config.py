@@ -23,10 +23,6 @@ class TowerConfig:
     layer_norm_eps: float = 1e-6
     hidden_act: str = "gelu_pytorch_tanh"
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
 
 @dataclass(frozen=True)
 class VisionConfig(TowerConfig):
@@ -56,7 +52,7 @@ class ModelConfig:
     text: TextConfig = field(default_factory=TextConfig)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
         model_type = raw.get("model_type", "siglip2")
         if model_type != "siglip2":
             raise ModelLoadError(f"config.json has model_type={model_type!r}; sigserve serves 'siglip2' checkpoints")
@@ -66,7 +62,7 @@ class ModelConfig:
         return config
 
     @classmethod
-    def from_file(cls, path: Path) -> "ModelConfig":
+    def from_file(cls, path: Path) -> ModelConfig:
         try:
             raw = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:

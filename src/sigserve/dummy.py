@@ -10,24 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import struct
 from pathlib import Path
 
 import torch
 
+from sigserve.artifacts import ensure
 from sigserve.config import ModelConfig
-from sigserve.errors import ModelLoadError
 from sigserve.model import Siglip2
+from sigserve.paths import cache_dir
 from sigserve.weights import DTYPE_NAMES, Checkpoint
 
 DUMMY_MARKER = "SIGSERVE_DUMMY"
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0..4
-
-
-def cache_root() -> Path:
-    base = os.environ.get("SIGSERVE_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "sigserve")
-    return Path(base).expanduser()
 
 
 def dummy_checkpoint(model: str, seed: int = 0) -> Checkpoint:
@@ -36,27 +31,18 @@ def dummy_checkpoint(model: str, seed: int = 0) -> Checkpoint:
     local = Path(model).expanduser()
     config = ModelConfig.from_file(local / "config.json") if (local / "config.json").is_file() else ModelConfig()
     key = hashlib.sha256(json.dumps([config.to_dict(), seed], sort_keys=True).encode()).hexdigest()[:12]
-    folder = cache_root() / "dummy" / key
-    if not (folder / DUMMY_MARKER).is_file():
-        _write(folder, config, seed)
-    ckpt = Checkpoint(folder, "dummy", str(model))
-    return ckpt
+    folder = cache_dir("dummy", key)
+    # The marker is written last (atomically): a folder without it is an interrupted build, redone.
+    ensure(folder / DUMMY_MARKER, lambda marker: _write(folder, marker, config, seed), "the dummy checkpoint")
+    return Checkpoint(folder, "dummy", str(model))
 
 
-def _write(folder: Path, config: ModelConfig, seed: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"model.safetensors.tmp{os.getpid()}"
-    try:
-        write_random_safetensors(tmp, config, seed)
-        tmp.replace(folder / "model.safetensors")
-        raw = {"architectures": ["Siglip2Model"], "model_type": "siglip2", **config.to_dict()}
-        (folder / "config.json").write_text(json.dumps(raw, indent=2))
-        (folder / "tokenizer.json").write_text(stand_in_tokenizer_json())
-        (folder / DUMMY_MARKER).write_text("random weights, stand-in tokenizer: not a real model\n")
-    except OSError as exc:
-        raise ModelLoadError(f"cannot write the dummy checkpoint to {folder}: {exc} (set SIGSERVE_CACHE)") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write(folder: Path, marker: Path, config: ModelConfig, seed: int) -> None:
+    write_random_safetensors(folder / "model.safetensors", config, seed)
+    raw = {"architectures": ["Siglip2Model"], "model_type": "siglip2", **config.to_dict()}
+    (folder / "config.json").write_text(json.dumps(raw, indent=2))
+    (folder / "tokenizer.json").write_text(stand_in_tokenizer_json())
+    marker.write_text("random weights, stand-in tokenizer: not a real model\n")
 
 
 def _random_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
@@ -98,7 +84,3 @@ def stand_in_tokenizer_json() -> str:
     tok.normalizer = normalizers.Replace(" ", "▁")
     tok.add_special_tokens(SPECIAL_TOKENS)
     return tok.to_str()
-
-
-def is_dummy(folder: Path) -> bool:
-    return (Path(folder) / DUMMY_MARKER).is_file()

@@ -56,12 +56,9 @@ class TextInputError(InputError):
 
 
 class ImageFetchError(InputError):
-    """An image reference (URL, data URI, base64) that could not be turned into bytes.
-
-    `param` names the failing field when it is not `input[index]` (set by ImageFetcher.load)."""
+    """An image reference (URL, data URI, base64) that could not be turned into bytes."""
 
     code = "image_fetch_failed"
-    param: str | None = None
 
 
 class ImageReferenceError(ImageFetchError):

@@ -22,11 +22,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from sigserve.defaults import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_NUM_PATCHES,
+    MAX_PATCHES,
+    MIN_PATCHES,
+    TRAINED_MAX_PATCHES,
+)
 from sigserve.errors import ImageDecodeError, ImageTooLargeError, InvalidArgumentError
 
-PATCH_SIZE = 16
-MIN_PATCHES, MAX_PATCHES, TRAINED_MAX_PATCHES = 16, 4096, 1024
-DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard; about 8000x8000
+PATCH_SIZE = 16  # SigLIP 2 NaFlex's; a checkpoint's own comes from its config (VisionConfig.patch_size)
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 # File suffixes taken for images when a folder is searched (CLI embed, sigserve batch).
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -34,7 +39,6 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".
 # uint8 -> normalised float32, computed exactly as the oracle does: float64 rescale, cast, normalise.
 LUT = ((np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)
 LUT.flags.writeable = False
-_LUT = LUT  # the former private name
 
 
 def normalize(pixel_values: np.ndarray) -> np.ndarray:
@@ -60,6 +64,7 @@ class Patches:
 
 
 def check_max_num_patches(max_num_patches: int) -> int:
+    """Validated here, where every path (library, CLI, server engine) passes: to_patches calls it."""
     if isinstance(max_num_patches, bool) or not isinstance(max_num_patches, (int, np.integer)):
         raise InvalidArgumentError(f"max_num_patches must be an integer, got {max_num_patches!r}", "max_num_patches")
     if not MIN_PATCHES <= max_num_patches <= MAX_PATCHES:
@@ -90,7 +95,7 @@ def naflex_size(height: int, width: int, max_num_patches: int, patch: int = PATC
 # Decoding
 
 
-def open_image(item, index: int | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+def open_image(item, index: int | None = None, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                exif_transpose: bool = True, draft_max_num_patches: int | None = None) -> Image.Image:
     """A path, bytes, PIL image or (H, W[, 3|4]) uint8 array -> a decoded RGB PIL image.
     Raises ImageDecodeError / ImageTooLargeError naming `index`.
@@ -133,7 +138,7 @@ def _open(item, index: int | None) -> Image.Image:
     if isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
             raise ImageDecodeError(index, "empty image data")
-        source = io.BytesIO(bytes(item))
+        source: io.BytesIO | Path = io.BytesIO(bytes(item))
     elif isinstance(item, (str, os.PathLike)):
         path = Path(item)
         if not path.is_file():
@@ -182,10 +187,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
 # Patches
 
 
-def to_patches(image: Image.Image, max_num_patches: int = 256, patch: int = PATCH_SIZE) -> Patches:
+def to_patches(image: Image.Image, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES, patch: int = PATCH_SIZE) -> Patches:
     """An RGB image -> its NaFlex patches (no padding: batching pads)."""
+    max_num_patches = check_max_num_patches(max_num_patches)
     height, width = naflex_size(image.height, image.width, max_num_patches, patch)
-    resized = np.asarray(image.resize((width, height), Image.BILINEAR))  # (H, W, 3) uint8
+    resized = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))  # (H, W, 3) uint8
     rows, cols = height // patch, width // patch
     x = resized.reshape(rows, patch, cols, patch, 3).transpose(0, 2, 1, 3, 4)  # (rows, cols, py, px, c)
     return Patches(np.ascontiguousarray(x.reshape(rows * cols, patch * patch * 3)), rows, cols)

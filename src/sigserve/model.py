@@ -3,6 +3,7 @@
 Module names mirror the checkpoint's keys (`vision_model.encoder.layers.3.self_attn.q_proj.weight`),
 so loading is a near-identity mapping (see weights.py). Layers come in dependency order.
 Shapes: B batch, N patches (padded), T text tokens (64), D width, H heads, G position-grid side (16).
+Every backend runs these forwards: torch calls them, onnx exports them, aoti compiles them.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
         B, N, D = x.shape
         heads = lambda t: t.view(B, N, self.num_heads, -1).transpose(1, 2)  # (B, H, N, D/H)
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
-        # key_mask (B, 1, 1, N) bool: padding patches are never attended to; text has no mask.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        # key_bias (B, 1, 1, N) additive (key_padding_bias): padding patches get weight 0; text has none.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias)
         return self.out_proj(y.transpose(1, 2).reshape(B, N, D))
 
 
@@ -52,8 +53,8 @@ class EncoderLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x), key_mask)
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x), key_bias)
         return x + self.mlp(self.layer_norm2(x))
 
 
@@ -62,9 +63,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, key_mask)
+            x = layer(x, key_bias)
         return x
 
 
@@ -97,20 +98,18 @@ class VisionEmbeddings(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.patch_embedding = nn.Linear(cfg.patch_dim, cfg.hidden_size)
-        self.position_embedding = nn.Embedding(cfg.num_patches, cfg.hidden_size)
+        self.position_embedding = nn.Embedding(cfg.num_patches, cfg.hidden_size)  # a (G*G, D) grid
 
-    def positions(self, spatial_shapes: torch.Tensor, N: int) -> torch.Tensor:
-        """(B, N, D) per-image position embeddings, zero on padding rows (they are masked anyway)."""
-        table = self.position_embedding.weight
-        out = table.new_zeros(len(spatial_shapes), N, table.shape[1])
-        for b, (rows, cols) in enumerate(spatial_shapes.tolist()):
-            out[b, : rows * cols] = resize_position_grid(table, rows, cols)
-        return out
+    def forward(self, pixel_values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # pixel_values (B, N, C*P*P) patchified and normalised; positions (B, N, D) or (N, D): the table
+        # resized to each image's grid (resize_position_grid; callers cache it per grid, padding rows any value)
+        return self.patch_embedding(pixel_values) + positions  # (B, N, D)
 
-    def forward(self, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor) -> torch.Tensor:
-        # pixel_values (B, N, C*P*P) already patchified; spatial_shapes (B, 2) = (rows, cols) in patches
-        x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (B, N, D)
-        return x + self.positions(spatial_shapes, x.shape[1])
+
+def key_padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, N) 1 = patch, 0 = padding -> (B, 1, 1, N) additive attention bias: 0, or the dtype's lowest
+    value, whose softmax weight is exactly 0. Padding patches are never attended to (as keys)."""
+    return (1.0 - attention_mask.to(dtype))[:, None, None, :] * torch.finfo(dtype).min
 
 
 class PoolingAttention(nn.Module):
@@ -123,14 +122,14 @@ class PoolingAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.empty(3 * cfg.hidden_size))
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, query: torch.Tensor, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, x: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
         B, N, D = x.shape
         wq, wk, wv = self.in_proj_weight.chunk(3)
         bq, bk, bv = self.in_proj_bias.chunk(3)
         heads = lambda t: t.view(B, t.shape[1], self.num_heads, -1).transpose(1, 2)  # (B, H, L, D/H)
         q = heads(F.linear(query, wq, bq))  # (B, H, 1, D/H)
         k, v = heads(F.linear(x, wk, bk)), heads(F.linear(x, wv, bv))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (B, H, 1, D/H)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias)  # (B, H, 1, D/H)
         return self.out_proj(y.transpose(1, 2).reshape(B, 1, D))
 
 
@@ -144,8 +143,8 @@ class MAPHead(nn.Module):
         self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        h = self.attention(self.probe.expand(x.shape[0], -1, -1), x, key_mask)  # (B, 1, D)
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
+        h = self.attention(self.probe.expand(x.shape[0], -1, -1), x, key_bias)  # (B, 1, D)
         h = h + self.mlp(self.layernorm(h))  # no LayerNorm before the attention: x is post-LN already
         return h[:, 0]  # (B, D)
 
@@ -158,12 +157,16 @@ class VisionTransformer(nn.Module):
         self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.head = MAPHead(cfg)
 
-    def forward(self, pixel_values: torch.Tensor, attention_mask: torch.Tensor, spatial_shapes: torch.Tensor):
-        """-> (pooled (B, D), last_hidden_state (B, N, D)); rows beyond each image's grid are padding."""
-        key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
-        x = self.embeddings(pixel_values, spatial_shapes)
-        x = self.post_layernorm(self.encoder(x, key_mask))
-        return self.head(x, key_mask), x
+    def forward(self, pixel_values: torch.Tensor, positions: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixel_values (B, N, C*P*P) normalised patches, positions (B, N, D) or (N, D), attention_mask
+        (B, N) (1 = patch, 0 = padding; None when no image in the batch is padded, so that attention
+        runs unmasked: on CUDA that lets SDPA pick flash attention).
+        -> pooled (B, D), last_hidden_state (B, N, D); rows beyond each image's grid are padding."""
+        x = self.embeddings(pixel_values, positions)
+        bias = None if attention_mask is None else key_padding_bias(attention_mask, x.dtype)
+        x = self.post_layernorm(self.encoder(x, bias))
+        return self.head(x, bias), x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,9 +193,14 @@ class TextTransformer(nn.Module):
         self.head = nn.Linear(cfg.hidden_size, cfg.embed_dim)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids (B, 64) right-padded with 0 -> pooled (B, D). No attention mask, as in training:
-        the pooled token is the LAST position, usually a <pad>, and it sees the whole sequence."""
-        x = self.encoder(self.embeddings(input_ids))
+        """input_ids (B, 64) right-padded with 0 -> pooled (B, D)."""
+        return self.pool(self.embeddings(input_ids))
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedded tokens (B, T, D) -> pooled (B, D). No attention mask, as in training: the pooled
+        token is the LAST position, usually a <pad>, and it sees the whole sequence. (The ONNX backend
+        exports this half and looks the 256000-row token table up outside the graph.)"""
+        x = self.encoder(x)
         return self.head(self.final_layer_norm(x[:, -1]))
 
 
@@ -206,9 +214,4 @@ class Siglip2(nn.Module):
         self.vision_model = VisionTransformer(cfg.vision)
         self.text_model = TextTransformer(cfg.text)
         self.logit_scale = nn.Parameter(torch.zeros(1))  # temperature = exp(logit_scale)
-        self.logit_bias = nn.Parameter(torch.zeros(1))
-
-    def probabilities(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """Independent sigmoid per (image, text) pair from L2-normalised embeddings: (n_img, n_txt)."""
-        logits = image_embeds @ text_embeds.T * self.logit_scale.exp() + self.logit_bias
-        return torch.sigmoid(logits)
+        self.logit_bias = nn.Parameter(torch.zeros(1))  # scores: sigserve.scoring.sigmoid_probabilities

@@ -5,8 +5,6 @@ batching and scoring; the numeric work is the backend's."""
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,13 +12,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sigserve.backends import create_backend
+from sigserve.backends import Backend, create_backend
+from sigserve.defaults import (
+    DEFAULT_IMAGE_BATCH,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_NUM_PATCHES,
+    DEFAULT_MODEL,
+    DEFAULT_TEXT_BATCH,
+    DEFAULT_TEXT_CACHE_SIZE,
+)
 from sigserve.dummy import dummy_checkpoint
 from sigserve.errors import InvalidArgumentError
-from sigserve.images import DEFAULT_MAX_PIXELS, Patches, check_max_num_patches, open_image, pack, to_patches
+from sigserve.images import Patches, check_max_num_patches, open_image, pack, to_patches
 from sigserve.model import Siglip2
-from sigserve.prompts import build_prompts, check_templates, class_embeddings
+from sigserve.prompts import build_prompts, check_templates, label_matrix
 from sigserve.scoring import l2_normalize, sigmoid_probabilities
+from sigserve.textcache import TextEmbeddingCache
 from sigserve.tokenizer import TextTokenizer, TokenBatch
 from sigserve.weights import Checkpoint, resolve
 
@@ -29,10 +36,10 @@ MAX_WINDOW = 64  # images per window at most: bounds the patches held (and prefe
 PREFETCH_WORKERS = 2  # threads decoding the next window while the current one is inferred
 
 
-def load(model: str | os.PathLike = "google/siglip2-base-patch16-naflex", *, dummy: bool = False,
+def load(model: str | os.PathLike = DEFAULT_MODEL, *, dummy: bool = False,
          backend: str | None = None, precision: str = "fp32", device: str = "cpu", revision: str | None = None,
-         cache_dir: str | None = None, max_image_pixels: int = DEFAULT_MAX_PIXELS, exif_transpose: bool = True,
-         text_cache_size: int = 4096, jpeg_draft: bool = False) -> "Pipeline":
+         cache_dir: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, exif_transpose: bool = True,
+         text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False) -> Pipeline:
     """Load SigLIP 2 NaFlex from a local folder, the HF cache or the hub (downloaded once).
     `dummy=True` keeps the architecture (from the folder's config.json, else the base model's) with
     random weights and a stand-in tokenizer: for benchmarks and load tests, never for real answers.
@@ -41,14 +48,16 @@ def load(model: str | os.PathLike = "google/siglip2-base-patch16-naflex", *, dum
     `jpeg_draft=True` decodes large JPEGs at a reduced DCT scale: several times faster on photos of many
     megapixels, but not bit-exact with the reference preprocessing, so off by default."""
     checkpoint = dummy_checkpoint(str(model)) if dummy else resolve(model, revision, cache_dir)
-    engine = create_backend(backend, checkpoint, precision=precision, device=device)
-    return Pipeline(checkpoint, engine, max_image_pixels=max_image_pixels, exif_transpose=exif_transpose,
+    chosen = create_backend(backend, checkpoint, precision=precision, device=device)
+    return Pipeline(checkpoint, chosen, max_image_pixels=max_image_pixels, exif_transpose=exif_transpose,
                     text_cache_size=text_cache_size, jpeg_draft=jpeg_draft)
 
 
 class Pipeline:
-    def __init__(self, checkpoint: Checkpoint, backend, *, max_image_pixels: int = DEFAULT_MAX_PIXELS,
-                 exif_transpose: bool = True, text_cache_size: int = 4096, jpeg_draft: bool = False):
+    """Implements sigserve.engine.ServedModel (the low-level half below), which the server drives."""
+
+    def __init__(self, checkpoint: Checkpoint, backend: Backend, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 exif_transpose: bool = True, text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False):
         self.checkpoint = checkpoint
         self.backend = backend
         self.config = checkpoint.config
@@ -58,9 +67,7 @@ class Pipeline:
         self.jpeg_draft = jpeg_draft
         self.embedding_dim = self.config.vision.hidden_size
         self.dummy = checkpoint.source == "dummy"
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_cache_size = text_cache_size
-        self._text_cache_lock = threading.Lock()
+        self.text_cache = TextEmbeddingCache(text_cache_size)
 
     def __repr__(self) -> str:
         flag = ", DUMMY (random weights)" if self.dummy else ""
@@ -68,11 +75,10 @@ class Pipeline:
 
     # -- low level: the engine and the server drive these ------------------------------------
 
-    def preprocess(self, item, index: int | None = None, max_num_patches: int = 256,
-                   max_pixels: int | None = None) -> Patches:
-        """Decode one item with this pipeline's options (EXIF, opt-in JPEG draft decoding) and limits
-        (`max_pixels` overrides the pixel cap), then cut it into its NaFlex patches."""
-        image = open_image(item, index, max_pixels=max_pixels or self.max_image_pixels,
+    def preprocess(self, item, index: int | None = None, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> Patches:
+        """Decode one item with this pipeline's options (EXIF, opt-in JPEG draft decoding) and pixel
+        cap, then cut it into its NaFlex patches."""
+        image = open_image(item, index, max_pixels=self.max_image_pixels,
                            exif_transpose=self.exif_transpose,
                            draft_max_num_patches=max_num_patches if self.jpeg_draft else None)
         return to_patches(image, max_num_patches, self.config.vision.patch_size)
@@ -80,7 +86,7 @@ class Pipeline:
     def encode_patches(self, patches: list[Patches], with_features: bool = False):
         """Raw pooled embeddings (B, D) and, if asked, each image's (rows, cols, D) feature grid."""
         pooled, hidden = self.backend.encode_images(*pack(patches), with_features=with_features)
-        if not with_features:
+        if hidden is None:
             return pooled, None
         grids = [hidden[b, : p.num_patches].reshape(p.rows, p.cols, -1) for b, p in enumerate(patches)]
         return pooled, grids
@@ -96,15 +102,15 @@ class Pipeline:
 
     # -- high level ---------------------------------------------------------------------------
 
-    def embed_images(self, images: Iterable, max_num_patches: int = 256, normalize: bool = True,
-                     batch_size: int = 8, progress: bool = False) -> np.ndarray:
+    def embed_images(self, images: Iterable, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES, normalize: bool = True,
+                     batch_size: int = DEFAULT_IMAGE_BATCH, progress: bool = False) -> np.ndarray:
         """(N, D) image embeddings, L2-normalised unless normalize=False (then the raw pooled output)."""
         pooled = [p for p, _ in self._image_batches(images, max_num_patches, batch_size, progress, False)]
         out = np.concatenate(pooled) if pooled else np.zeros((0, self.embedding_dim), np.float32)
         return l2_normalize(out) if normalize else out
 
-    def patch_features(self, images: Iterable, max_num_patches: int = 256, batch_size: int = 8,
-                       progress: bool = False) -> list[np.ndarray]:
+    def patch_features(self, images: Iterable, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES,
+                       batch_size: int = DEFAULT_IMAGE_BATCH, progress: bool = False) -> list[np.ndarray]:
         """Per image its (rows, cols, D) dense features (last hidden state after the final LayerNorm,
         padding removed), rows x cols being the image's NaFlex grid."""
         grids: list[np.ndarray] = []
@@ -112,22 +118,22 @@ class Pipeline:
             grids.extend(g)
         return grids
 
-    def embed_texts(self, texts: Sequence[str], normalize: bool = True, batch_size: int = 64,
+    def embed_texts(self, texts: Sequence[str], normalize: bool = True, batch_size: int = DEFAULT_TEXT_BATCH,
                     progress: bool = False) -> np.ndarray:
         texts = _as_list(texts, "texts")
         _check_batch_size(batch_size)
         tokens = self.tokenize(texts)  # validates every item before any work
-        out = [self.encode_token_ids(tokens.ids[i: i + batch_size])
-               for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="texts", unit="batch")]
-        out = np.concatenate(out) if out else np.zeros((0, self.embedding_dim), np.float32)
+        parts = [self.encode_token_ids(tokens.ids[i: i + batch_size])
+                 for i in tqdm(range(0, len(texts), batch_size), disable=not progress, desc="texts", unit="batch")]
+        out = np.concatenate(parts) if parts else np.zeros((0, self.embedding_dim), np.float32)
         return l2_normalize(out) if normalize else out
 
-    def score(self, images: Iterable, texts: Sequence[str], max_num_patches: int = 256) -> np.ndarray:
+    def score(self, images: Iterable, texts: Sequence[str], max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> np.ndarray:
         """(n_img, n_txt) independent sigmoid probabilities that image i matches text j."""
         return self.probabilities(self.embed_images(images, max_num_patches), self.embed_texts(texts))
 
     def classify(self, images: Iterable, labels: Sequence[str], templates: Sequence[str] | None = None,
-                 top_k: int | None = None, max_num_patches: int = 256) -> list[list[tuple[str, float]]]:
+                 top_k: int | None = None, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> list[list[tuple[str, float]]]:
         """Zero-shot labels per image, best first, with SigLIP's sigmoid probabilities. Each is an
         independent yes/no probability: they do not sum to 1 (several labels can be likely, or none)."""
         labels = _as_list(labels, "labels")
@@ -139,31 +145,20 @@ class Pipeline:
         return [[(labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
 
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
-        """(L, D): per label the mean of its L2-normalised prompt embeddings, re-normalised."""
-        templates = check_templates(templates)
-        prompts = build_prompts(labels, templates)
-        return class_embeddings(self.cached_text_embeddings(prompts).reshape(len(labels), len(templates), -1))
-
-    def cached_text_embeddings(self, texts: list[str]) -> np.ndarray:
-        """Normalised text embeddings through a bounded LRU cache (fixed label sets cost nothing)."""
-        with self._text_cache_lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        """(L, D): per label the mean of its L2-normalised prompt embeddings, re-normalised. Prompt
+        embeddings go through the model's text cache (a fixed label set costs nothing the second time)."""
+        prompts = build_prompts(labels, check_templates(templates))
+        hits, missing = self.text_cache.split(prompts)
         if missing:
-            fresh = self.embed_texts(missing)
-            with self._text_cache_lock:
-                for t, e in zip(missing, fresh):
-                    self._text_cache[t] = e
-                while len(self._text_cache) > self._text_cache_size:
-                    self._text_cache.popitem(last=False)
-        with self._text_cache_lock:
-            out = []
-            for t in texts:
-                if t in self._text_cache:
-                    self._text_cache.move_to_end(t)
-                    out.append(self._text_cache[t])
-                else:  # evicted meanwhile by a cache smaller than this call
-                    out.append(self.embed_texts([t])[0])
-        return np.stack(out) if out else np.zeros((0, self.embedding_dim), np.float32)
+            hits.update(self.text_cache.add(missing, self.embed_texts(missing)))
+        return label_matrix(prompts, hits, len(labels))
+
+    def collection(self, name: str, uri: str | os.PathLike | None = None, **options):
+        """The image collection `name` (created when absent) for search by text, image or both:
+        see sigserve.collections.open. Imported lazily: collections sit above the pipeline."""
+        from sigserve import collections
+
+        return collections.open(self, name, uri, **options)
 
     def describe(self) -> dict:
         with torch.device("meta"):
@@ -172,7 +167,7 @@ class Pipeline:
             "model": self.checkpoint.model_id,
             "source": self.checkpoint.source,
             "path": str(self.checkpoint.path),
-            "weights_fingerprint": self.checkpoint.fingerprint(),  # changes when the weight files do
+            "weights_fingerprint": self.checkpoint.fingerprint(),  # a digest of the weights' contents
             "dummy": self.dummy,
             "embedding_dim": self.embedding_dim,
             "parameters": counts,

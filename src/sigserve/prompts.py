@@ -6,7 +6,7 @@ share: per label, the mean of its L2-normalised prompt embeddings, re-normalised
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +29,12 @@ def check_templates(templates: Sequence[str] | None) -> list[str]:
 def build_prompts(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
     """Label-major: all templates of label 0, then of label 1, ... (what class_embeddings expects)."""
     return [t.replace("{}", str(label)) for label in labels for t in templates]
+
+
+def label_matrix(prompts: Sequence[str], vectors: Mapping[str, np.ndarray], n_labels: int) -> np.ndarray:
+    """(L, D) class embeddings from the normalised embedding of every prompt (build_prompts' order)."""
+    stacked = np.stack([vectors[p] for p in prompts])
+    return class_embeddings(stacked.reshape(n_labels, len(prompts) // n_labels, -1))
 
 
 def class_embeddings(prompt_embeddings: np.ndarray, eps: float = 0.0) -> np.ndarray:

@@ -13,6 +13,7 @@ import json
 import math
 import mmap
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from sigserve.config import ModelConfig
 from sigserve.errors import ModelLoadError
 from sigserve.model import Siglip2
+from sigserve.paths import cache_dir
 
 HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
              "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json"]
@@ -40,6 +42,7 @@ class Checkpoint:
     source: str  # "local", "hf-cache", "hub" or "dummy"
     model_id: str
     config: ModelConfig = field(init=False)
+    _fingerprint: str | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self):
         self.config = ModelConfig.from_file(self.path / "config.json")
@@ -49,12 +52,15 @@ class Checkpoint:
         return self.path / "tokenizer.json"
 
     def fingerprint(self) -> str:
-        """Changes when the weights change: names, sizes and mtimes of the weight files."""
-        h = hashlib.sha256()
-        for f in sorted(self.path.glob("*.safetensors")):
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return h.hexdigest()[:16]
+        """Names the weights by their content: the same for every copy of the same files (replicas that
+        each downloaded the model agree, so they can share caches and collections), and different as
+        soon as one tensor changes. Derived caches (ONNX exports, compiled packages) are keyed by it."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for f in weight_files(self.path):
+                h.update(f"{f.name}:{content_digest(f)}\n".encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
 
 def resolve(model: str | os.PathLike, revision: str | None = None, cache_dir: str | None = None) -> Checkpoint:
@@ -71,13 +77,16 @@ def resolve(model: str | os.PathLike, revision: str | None = None, cache_dir: st
 def _from_hub(model_id: str, revision: str | None, cache_dir: str | None) -> Checkpoint:
     from huggingface_hub import snapshot_download
 
-    kwargs = dict(repo_id=model_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES)
+    def snapshot(local_only: bool) -> Path:
+        return Path(snapshot_download(model_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILES,
+                                      local_files_only=local_only))
+
     try:
-        return Checkpoint(Path(snapshot_download(local_files_only=True, **kwargs)), "hf-cache", model_id)
+        return Checkpoint(snapshot(local_only=True), "hf-cache", model_id)
     except Exception:  # not cached (or cache incomplete): fall through to a download
         pass
     try:
-        return Checkpoint(Path(snapshot_download(**kwargs)), "hub", model_id)
+        return Checkpoint(snapshot(local_only=False), "hub", model_id)
     except Exception as exc:
         raise ModelLoadError(
             f"cannot fetch {model_id!r} from the Hugging Face hub and it is not in the local cache "
@@ -86,6 +95,27 @@ def _from_hub(model_id: str, revision: str | None, cache_dir: str | None) -> Che
             f"e.g. `sigserve.load('/models/siglip2-base-patch16-naflex')` or `--model /models/siglip2-base-patch16-naflex`; "
             f"or use a dummy load (`dummy=True`, `--load-format dummy`) for tests and benchmarks."
         ) from exc
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes. A file in the HF cache is a link to a blob named by that digest (read
+    for free); otherwise the file is hashed once (about a second per GB) and the result remembered
+    under the cache folder, keyed by the file's path, size and modification time."""
+    target = path.resolve()
+    if path.is_symlink() and re.fullmatch(r"[0-9a-f]{64}", target.name):
+        return target.name
+    st = target.stat()
+    memo = cache_dir("digests", hashlib.sha256(f"{target}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32])
+    if memo.is_file():
+        return memo.read_text().strip()
+    with open(target, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(digest)
+    except OSError:  # a read-only cache only costs the hash again next time
+        pass
+    return digest
 
 
 def _require(folder: Path, name: str) -> None:
@@ -140,11 +170,17 @@ def weight_files(folder: Path) -> list[Path]:
     return [folder / "model.safetensors"]
 
 
-def load_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> Siglip2:
-    """Build the model on the meta device and assign the mapped tensors to it (no copy, no init)."""
+def mapped_tensors(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint (all shards), memory-mapped."""
     tensors: dict[str, torch.Tensor] = {}
     for f in weight_files(ckpt.path):
         tensors.update(mmap_safetensors(f))
+    return tensors
+
+
+def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> Siglip2:
+    """Build the torch model on the meta device and assign the mapped tensors to it (no copy, no init)."""
+    tensors = mapped_tensors(ckpt)
     with torch.device("meta"):
         model = Siglip2(ckpt.config)
     state = {k: v for k, v in tensors.items() if not k.endswith(IGNORED_KEYS)}

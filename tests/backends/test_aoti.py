@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import sigserve
-from sigserve.images import pack
+from sigserve import artifacts
+from sigserve.images import Patches, pack
 
 pytest.importorskip("torch._inductor")
 from sigserve.backends import aoti  # noqa: E402
@@ -40,7 +41,8 @@ def test_aoti_matches_transformers_on_padded_mixed_batches(aoti_model, oracle, p
 def test_aoti_padding_batch_size_and_tiny_grids(tiny_checkpoint, aoti_model, photos):
     torch_model = sigserve.load(tiny_checkpoint, backend="torch")
     patches = [torch_model.preprocess(im, None, 64) for im in photos.values()]
-    patches += [torch_model.preprocess(np.zeros((16, 16, 3), np.uint8), None, 1)]  # a 1-patch image
+    # A 1-patch image: no preprocessing at 16+ patches yields one, but the backend must take it.
+    patches += [Patches(np.zeros((1, 3 * 16 * 16), np.uint8), 1, 1)]
     assert len({p.num_patches for p in patches}) > 2
     ref, _ = torch_model.encode_patches(patches)
     got, _ = aoti_model.encode_patches(patches)
@@ -59,6 +61,6 @@ def test_aoti_package_is_cached(tiny_checkpoint, aoti_model, monkeypatch, photos
     def no_compile(*args, **kwargs):
         raise AssertionError("recompiled although the cached package is current")
 
-    monkeypatch.setattr(aoti.subprocess, "run", no_compile)
+    monkeypatch.setattr(artifacts.subprocess, "run", no_compile)
     again = sigserve.load(tiny_checkpoint, backend="aoti")
     assert np.array_equal(again.embed_images([photos["coffee"]]), before)

@@ -11,8 +11,7 @@ from PIL import Image
 import sigserve
 from sigserve.errors import ImageDecodeError, ImageTooLargeError, InvalidArgumentError, TextInputError
 from sigserve.images import naflex_size, open_image
-
-from images_for_tests import awkward_images, encode
+from tests.support.images import awkward_images, encode
 
 
 @pytest.mark.parametrize("size,L,expected", [

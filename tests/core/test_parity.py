@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from transformers.image_transforms import convert_to_rgb
 
-from images_for_tests import awkward_images
+from tests.support.images import awkward_images
 
 TOL = 1e-5
 LENGTHS = [64, 256, 576, 1024]

@@ -23,10 +23,9 @@ def test_runtime_never_imports_transformers(tiny_checkpoint):
 @pytest.mark.slow
 def test_full_size_parity(tmp_path_factory, photos):
     """The real architecture (375M parameters, random weights): the same 1e-5 bound as the tiny one."""
-    from checkpoints import make_checkpoint
-    from oracle import Oracle
-
     import sigserve
+    from tests.support.checkpoints import make_checkpoint
+    from tests.support.oracle import Oracle
 
     folder = make_checkpoint(tmp_path_factory.mktemp("full"), "full", seed=1)
     model, oracle = sigserve.load(folder), Oracle(folder)

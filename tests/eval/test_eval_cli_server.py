@@ -11,8 +11,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sigserve.eval import (LibraryBackend, Outputs, ServerBackend, evaluate_retrieval, evaluate_zeroshot,
-                           load_classification, load_retrieval)
+from sigserve.eval import (
+    LibrarySource,
+    Outputs,
+    ServerSource,
+    evaluate_retrieval,
+    evaluate_zeroshot,
+    load_classification,
+    load_retrieval,
+)
 
 ZS_KEYS = {"acc1", "acc5", "mean_per_class_recall"}
 RT_KEYS = {f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)}
@@ -51,7 +58,7 @@ def test_cli_zeroshot_single_and_sweep(cli, tiny_checkpoint, tiny_model, shapes,
     assert one["task"] == "zeroshot_classification" and one["max_num_patches"] == 256
     assert (tmp_path / "one.md").exists() and not (tmp_path / "one.png").exists()
     # Same figures as the library API on the same data and templates.
-    api = evaluate_zeroshot(LibraryBackend(tiny_model, "x"), load_classification(shapes["folder"]),
+    api = evaluate_zeroshot(LibrarySource(tiny_model, "x"), load_classification(shapes["folder"]),
                             ["a photo of a {}", "a drawing of the {}"], [256], Outputs(use_cache=False, progress=False))
     assert one["metrics"] == api.records[0]["metrics"]
 
@@ -126,11 +133,11 @@ def test_server_backend_equals_library(tiny_model, shapes, tmp_path, style, max_
     seen: list = []
     handler = fake_server(tiny_model, seen, max_items)
     client = httpx.Client(base_url="http://sigserve.test", transport=httpx.MockTransport(handler))
-    backend = ServerBackend("http://sigserve.test", "tiny", api_key="k1", client=client, image_style=style)
+    backend = ServerSource("http://sigserve.test", "tiny", api_key="k1", client=client, image_style=style)
     ds = load_retrieval(shapes["captions"], shapes["images"])
     out = Outputs(use_cache=False, progress=False, batch_size=5)
     via_server = evaluate_retrieval(backend, ds, [144], out)
-    local = evaluate_retrieval(LibraryBackend(tiny_model, "tiny"), ds, [144], out)
+    local = evaluate_retrieval(LibrarySource(tiny_model, "tiny"), ds, [144], out)
     for a, b in zip(via_server.records, local.records):
         assert a["metrics"] == pytest.approx(b["metrics"], abs=1e-12)
     auth, image_call = next((h, b) for h, b in seen if not isinstance(b["input"][0], str))
@@ -157,8 +164,8 @@ def test_against_the_real_server_app(tiny_model, tiny_checkpoint, shapes, tmp_pa
     ds = load_classification(shapes["folder"])
     out = Outputs(use_cache=False, progress=False, batch_size=4)
     with TestClient(create_app(settings, tiny_model), base_url="http://sigserve.test") as client:
-        via_server = evaluate_zeroshot(ServerBackend("http://sigserve.test", "tiny", client=client), ds,
+        via_server = evaluate_zeroshot(ServerSource("http://sigserve.test", "tiny", client=client), ds,
                                        ["a photo of a {}"], [64], out)
-    local = evaluate_zeroshot(LibraryBackend(tiny_model, "tiny"), ds, ["a photo of a {}"], [64], out)
+    local = evaluate_zeroshot(LibrarySource(tiny_model, "tiny"), ds, ["a photo of a {}"], [64], out)
     assert via_server.records[0]["metrics"] == pytest.approx(local.records[0]["metrics"], abs=1e-12)
     assert np.isfinite(list(via_server.records[0]["metrics"].values())).all()

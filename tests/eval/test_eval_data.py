@@ -128,13 +128,3 @@ def test_coco_annotations_with_languages(tmp_path):
     assert images.tolist() == [1] and [ds.captions[i] for i in caps] == ["zwei"]
     images, caps = ds.for_language("en")
     assert images.tolist() == [0, 1] and np.array(ds.captions)[caps].tolist() == ["one", "two"]
-
-
-def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    from sigserve.eval.cache import default_cache_dir
-
-    monkeypatch.setenv("SIGSERVE_CACHE", str(tmp_path / "sc"))
-    assert default_cache_dir() == tmp_path / "sc" / "eval"
-    monkeypatch.delenv("SIGSERVE_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "sigserve" / "eval"

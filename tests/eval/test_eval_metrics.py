@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sigserve.eval.metrics import (best_positive_rank, class_embeddings, label_ranks, mean_per_class_recall,
-                                   retrieval_metrics, zeroshot_metrics)
+from sigserve.eval.metrics import (
+    best_positive_rank,
+    class_embeddings,
+    label_ranks,
+    mean_per_class_recall,
+    retrieval_metrics,
+    zeroshot_metrics,
+)
 
 
 def test_zeroshot_metrics_by_hand():

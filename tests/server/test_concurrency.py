@@ -14,7 +14,8 @@ import numpy as np
 import openai
 from PIL import Image
 
-from conftest import MODEL, WrappedModel, b64, data_uri, image_bytes
+from tests.support.images import b64, data_uri, image_bytes
+from tests.support.server import MODEL, WrappedModel
 
 
 def oversized_png() -> bytes:

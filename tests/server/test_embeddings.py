@@ -9,7 +9,8 @@ import numpy as np
 import openai
 import pytest
 
-from conftest import MODEL, b64, data_uri
+from tests.support.images import b64, data_uri
+from tests.support.server import MODEL
 
 
 def vectors(response) -> np.ndarray:

@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-from conftest import MODEL, WrappedModel, b64
+from tests.support.images import b64
+from tests.support.server import MODEL, WrappedModel
 
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 
@@ -138,7 +139,7 @@ def test_static_api_key(make_server):
 
 
 def test_database_keys_rate_limits_and_usage(make_server, tmp_path):
-    from sigserve.server.keys import KeyStore, database_url_for
+    from sigserve.accounts.keys import KeyStore, database_url_for
 
     url = database_url_for(tmp_path / "keys")
     store = KeyStore(url)
@@ -161,7 +162,7 @@ def test_database_keys_rate_limits_and_usage(make_server, tmp_path):
 
 
 def test_errors_after_admission_still_carry_rate_limit_headers(make_server, tmp_path):
-    from sigserve.server.keys import KeyStore, database_url_for
+    from sigserve.accounts.keys import KeyStore, database_url_for
 
     url = database_url_for(tmp_path / "keys")
     store = KeyStore(url)
@@ -176,6 +177,30 @@ def test_errors_after_admission_still_carry_rate_limit_headers(make_server, tmp_
 
 
 def _png() -> bytes:
-    from conftest import image_bytes
+    from tests.support.images import image_bytes
 
     return image_bytes(7, (40, 30))
+
+
+def test_a_request_refused_while_parsing_charges_no_rate_limit(make_server, tmp_path):
+    """The body is parsed and checked once, before the limits are charged: a classify request that
+    carries a text item (or names another model) is a 400/404 that costs the key nothing. When the
+    image count was parsed apart from the handler, such a request spent the key's only token."""
+    from sigserve.accounts.keys import KeyStore, database_url_for
+
+    url = database_url_for(tmp_path / "keys")
+    store = KeyStore(url)
+    _, key = store.create("one-a-minute", rpm=1)
+    store.close()
+    server = make_server(database_url=url)
+    auth = {"authorization": f"Bearer {key}"}
+    r = httpx.post(server.url + "/v1/classify", headers=auth,
+                   json={"model": MODEL, "input": [{"text": "not an image"}], "labels": ["x"]})
+    assert envelope(r, 422 if r.status_code == 422 else 400)["param"].startswith("input")
+    r = httpx.post(server.url + "/v1/classify", headers=auth,
+                   json={"model": MODEL, "input": ["a cat"], "labels": ["x"], "templates": ["no slot"]})
+    assert envelope(r, 400)["param"] == "templates[0]"
+    r = httpx.post(server.url + "/v1/embeddings", headers=auth, json={"model": "someone-else", "input": "x"})
+    assert envelope(r, 404)["code"] == "model_not_found"
+    r = httpx.post(server.url + "/v1/embeddings", headers=auth, json={"model": MODEL, "input": "a cat"})
+    assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == "0"

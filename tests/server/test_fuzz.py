@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from conftest import MODEL
+from tests.support.server import MODEL
 
 EXAMPLES_PER_MODE = 60
 
@@ -22,7 +22,7 @@ def test_no_server_errors(live, http):
     seen: set[int] = set()
 
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-        cases = st.sampled_from(operations).flatmap(lambda op: op.as_strategy(generation_mode=mode))
+        cases = st.sampled_from(operations).flatmap(lambda op, mode=mode: op.as_strategy(generation_mode=mode))
 
         @given(case=cases, served=st.booleans())
         @settings(max_examples=EXAMPLES_PER_MODE, deadline=None, derandomize=True, database=None,

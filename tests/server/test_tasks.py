@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 
+import httpx
 import numpy as np
 import pytest
 
-from conftest import MODEL, b64, data_uri
+from tests.support.images import b64, data_uri
+from tests.support.server import MODEL
 
 LABELS = ["a cat", "a dog", "a red car", "a bowl of soup"]
 
@@ -104,3 +106,20 @@ def test_patch_features(http, tiny_model, pngs, dtype, encoding):
         tol = 1e-6 if dtype == "float32" else 1e-2 * float(np.abs(grid).max())
         assert np.allclose(got, grid, atol=tol)
     assert r.json()["usage"]["patches"] == sum(g.shape[0] * g.shape[1] for g in want)
+
+
+def test_classify_labels_share_the_models_one_text_cache(make_server, tiny_checkpoint, pngs):
+    """One cache per model for the library's classify and the server's /v1/classify: the prompts a
+    request embedded are the library's cache entries, and the library's are the server's."""
+    import sigserve
+
+    model = sigserve.load(tiny_checkpoint, max_image_pixels=4_000_000)
+    server = make_server(model)
+    body = {"model": MODEL, "input": [b64(pngs[0])], "labels": ["cat", "dog"], "templates": ["a {}", "the {}"]}
+    first = httpx.post(server.url + "/v1/classify", json=body).json()
+    assert first["usage"]["prompt_tokens"] > 0
+    hits, missing = model.text_cache.split(["a cat", "the cat", "a dog", "the dog"])
+    assert not missing and len(hits) == 4
+    model.label_embeddings(["bird"], ["a {}"])  # filled by the library ...
+    again = httpx.post(server.url + "/v1/classify", json={**body, "labels": ["bird"], "templates": ["a {}"]}).json()
+    assert again["usage"]["prompt_tokens"] == 0  # ... served from it

@@ -8,43 +8,59 @@ The defaults were chosen by measurement (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Literal, get_args
+
 from sigserve.backends.base import Backend
 from sigserve.errors import InvalidArgumentError
 
+BackendName = Literal["torch", "onnx", "aoti"]
+BackendChoice = Literal["auto", BackendName]  # what users may ask for: auto picks the measured default
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
+BACKENDS: tuple[str, ...] = get_args(BackendName)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
 # backend -> device kind -> precisions it offers
-SUPPORTED = {
+SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
     "torch": {"cpu": ("fp32",), "cuda": ("fp32", "bf16", "fp16")},
     "onnx": {"cpu": ("fp32", "int8")},
     "aoti": {"cpu": ("fp32",)},
 }
-BACKENDS = tuple(SUPPORTED)
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DEFAULT_BACKEND = "onnx"  # on CPU, measured faster than torch at fp32 (docs/benchmarks.md); torch on CUDA
 
 
+# backend -> the package it needs beyond torch, and how to get it
+PACKAGES = {"onnx": ("onnxruntime", "pip install onnxruntime (a sigserve dependency)")}
+
+
+def _installed(name: str) -> bool:
+    return name not in PACKAGES or importlib.util.find_spec(PACKAGES[name][0]) is not None
+
+
 def default_backend(device: str = "cpu") -> str:
-    """The measured best backend for `device`, falling back to torch when onnxruntime is missing."""
-    if not device.startswith("cpu"):
-        return "torch"
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    """The measured best backend for `device`, falling back to torch when its package is missing."""
+    if not device.startswith("cpu") or not _installed(DEFAULT_BACKEND):
         return "torch"
     return DEFAULT_BACKEND
 
 
 def check_selection(name: str, precision: str, device: str = "cpu") -> None:
-    """Raise InvalidArgumentError for an unknown backend, precision, or a combination not offered."""
+    """Raise InvalidArgumentError for an unknown backend, precision, a combination not offered, or a
+    backend whose package is not installed. The one place a selection is validated."""
     if name not in SUPPORTED:
         raise InvalidArgumentError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}", "backend")
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}", "precision")
     kind = device.split(":")[0]
     if kind not in SUPPORTED[name]:
-        raise InvalidArgumentError(f"backend {name!r} does not run on {device!r}; it runs on {', '.join(SUPPORTED[name])}", "device")
+        raise InvalidArgumentError(f"backend {name!r} does not run on {device!r}; it runs on {', '.join(SUPPORTED[name])}",
+                                   "device")
     offered = SUPPORTED[name][kind]
     if precision not in offered:
-        raise InvalidArgumentError(f"backend {name!r} on {kind} offers precision {', '.join(offered)}, not {precision!r}", "precision")
+        raise InvalidArgumentError(f"backend {name!r} on {kind} offers precision {', '.join(offered)}, not {precision!r}",
+                                   "precision")
+    if not _installed(name):
+        raise InvalidArgumentError(f"the {name} backend needs {PACKAGES[name][0]}: {PACKAGES[name][1]}", "backend")
 
 
 def create_backend(name: str | None, checkpoint, precision: str = "fp32", device: str = "cpu") -> Backend:

@@ -4,11 +4,13 @@ Backends see only tensors: preprocessing, tokenization and scoring live above th
 is compared on exactly the same inputs. One step of preprocessing is theirs: pixel values arrive as
 the resized uint8 values (images.pack), and each backend normalises them with images.LUT where the
 batch enters it (images.normalize on the host, or a gather on the device), bit-exactly.
+Every backend runs the forwards of model.py (called, exported or compiled), never a copy of them.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -54,3 +56,31 @@ class PositionCache:
         for b, (rows, cols) in enumerate(np.asarray(spatial_shapes).tolist()):
             out[b, : rows * cols] = self.grid(int(rows), int(cols))
         return out
+
+
+# run(pixel_values (b, n, P), attention_mask (b, n) int32, spatial_shapes (b, 2), n) -> pooled, hidden | None
+ChunkFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray | None]]
+
+
+def encode_in_chunks(pixel_values: np.ndarray, attention_mask: np.ndarray, spatial_shapes: np.ndarray,
+                     chunk: int, with_features: bool, run: ChunkFn) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run a batch as chunks of `chunk` images, each cut to its own longest image: on 2 CPU cores
+    ONNX Runtime measured best at a few images per call (docs/benchmarks.md), and a chunk of short
+    images then pays no padding for a long one elsewhere in the batch."""
+    B, N, _ = pixel_values.shape
+    pooled: np.ndarray | None = None
+    hidden: np.ndarray | None = None
+    for i in range(0, B, chunk):
+        rows = slice(i, i + chunk)
+        mask = np.ascontiguousarray(attention_mask[rows], np.int32)
+        n = int(mask.sum(1).max())
+        p, h = run(np.ascontiguousarray(pixel_values[rows, :n]), np.ascontiguousarray(mask[:, :n]),
+                   spatial_shapes[rows], n)
+        if pooled is None:
+            pooled = np.empty((B, p.shape[1]), np.float32)
+            hidden = np.zeros((B, N, p.shape[1]), np.float32) if with_features else None
+        pooled[rows] = p
+        if hidden is not None and h is not None:
+            hidden[rows, :n] = h[:, :n]
+    assert pooled is not None, "empty batch"
+    return pooled, hidden

@@ -11,17 +11,13 @@ chunk, before ORT sees them (the graph takes float32, exactly as before).
 The padding mask is an explicit input turned into an additive bias inside the graph (ORT's attention
 fusion is deliberately not applied: it drops an unwired mask, see docs/benchmarks.md).
 
-Graphs are cached under cache_root()/onnx/<checkpoint fingerprint>/ and rebuilt when the weights change
-(the fingerprint covers the weight files' names, sizes and mtimes) or when EXPORT_VERSION changes.
+Graphs are cached under paths.cache_dir()/onnx/<checkpoint fingerprint>/ and rebuilt when the weights change
+(the fingerprint is a digest of the weight files' contents) or when EXPORT_VERSION changes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -30,110 +26,66 @@ import numpy as np
 import torch
 from torch import nn
 
-from sigserve.dummy import cache_root
-from sigserve.errors import InvalidArgumentError, ModelLoadError
+from sigserve.artifacts import ensure, run_in_child
+from sigserve.backends.base import PositionCache, encode_in_chunks
 from sigserve.images import normalize
-from sigserve.backends.base import PositionCache
-from sigserve.weights import Checkpoint, load_model, mmap_safetensors, weight_files
+from sigserve.paths import cache_dir
+from sigserve.weights import Checkpoint, build_model, mapped_tensors
 
-EXPORT_VERSION = "v3"  # bump when the exported graphs change shape or meaning
+EXPORT_VERSION = "v4"  # bump when the exported graphs change shape or meaning
 OPSET = 17  # LayerNormalization as one op
-PRECISIONS = ("fp32", "int8")
 CHUNK = {"fp32": 4, "int8": 8}  # images per ORT call, measured on the project's 2-core CPUs
 
 
-class VisionGraph(nn.Module):
-    """pixel_values (B, N, 768), attention_mask (B, N) int32, positions (B, N, D) -> pooled, hidden."""
-
-    def __init__(self, vision):
-        super().__init__()
-        self.vision = vision
-
-    def forward(self, pixel_values, attention_mask, positions):
-        v = self.vision
-        # Additive key bias (B, 1, 1, N): 0 for valid patches, float32 min for padding (softmax weight 0).
-        bias = (1.0 - attention_mask.to(torch.float32))[:, None, None, :] * torch.finfo(torch.float32).min
-        x = v.embeddings.patch_embedding(pixel_values) + positions
-        x = v.post_layernorm(v.encoder(x, bias))
-        return v.head(x, bias), x
-
-
-class TextGraph(nn.Module):
-    """Embedded tokens (B, T, D) (token + position embeddings, added outside) -> pooled (B, D)."""
+class TextPool(nn.Module):
+    """TextTransformer.pool as a module's forward, for the exporter: embedded tokens (B, T, D) -> (B, D)."""
 
     def __init__(self, text):
         super().__init__()
         self.text = text
 
     def forward(self, embeddings):
-        t = self.text
-        x = t.encoder(embeddings)
-        return t.head(t.final_layer_norm(x[:, -1]))
+        return self.text.pool(embeddings)
 
 
 def export_dir(checkpoint: Checkpoint) -> Path:
-    return cache_root() / "onnx" / checkpoint.fingerprint()
+    return cache_dir("onnx", checkpoint.fingerprint())
 
 
 def graph_path(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
     return export_dir(checkpoint) / f"{tower}.{EXPORT_VERSION}.{precision}.onnx"
 
 
-_export_lock = threading.RLock()  # re-entered: int8 first needs the fp32 graph
-
-
 def ensure_graph(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
-    """The cached graph for (tower, precision), exported (and quantized) first if missing."""
-    path = graph_path(checkpoint, tower, precision)
-    with _export_lock:
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            path.with_suffix(".data").unlink(missing_ok=True)  # a leftover of an interrupted build
-            try:
-                if precision == "fp32":
-                    _export(checkpoint, tower, tmp)
-                else:
-                    _isolated("quantize", checkpoint, tower, str(ensure_graph(checkpoint, tower, "fp32")), str(tmp))
-                tmp.replace(path)  # the commit point: the weights file beside it is complete by now
-            except OSError as exc:
-                raise ModelLoadError(f"cannot write the ONNX export to {path.parent}: {exc} (set SIGSERVE_CACHE)") from exc
-            finally:
-                tmp.unlink(missing_ok=True)
-    return path
+    """The cached graph for (tower, precision), exported (and quantized) first if missing. Both steps
+    run in a child interpreter: their transient copies (peak 1.8 GB for the full model) never stay here."""
+    dest = graph_path(checkpoint, tower, precision)
+    step = "export" if precision == "fp32" else "quantize"
+
+    def build(tmp: Path) -> None:
+        source = "" if precision == "fp32" else str(ensure_graph(checkpoint, tower, "fp32"))
+        run_in_child("sigserve.backends.onnx:_child", step, str(checkpoint.path), checkpoint.source,
+                     checkpoint.model_id, tower, source, str(tmp), dest.with_suffix(".data").name,
+                     what=f"ONNX {step} of the {tower} tower")
+
+    return ensure(dest, build, "the ONNX export")
 
 
-def _export(checkpoint: Checkpoint, tower: str, dest: Path) -> None:
-    _isolated("export", checkpoint, tower, str(dest))
-
-
-def _isolated(step: str, checkpoint: Checkpoint, tower: str, *paths: str) -> None:
-    """Run an export or quantization step in a fresh interpreter: the exporter's and quantizer's
-    transient copies (peak 1.8 GB for the full model) never stay in the serving process's heap. A plain
-    subprocess, not multiprocessing: spawn would re-run the caller's unguarded __main__."""
-    args = json.dumps([step, str(checkpoint.path), checkpoint.source, checkpoint.model_id, tower, *paths])
-    code = "import sys, json; from sigserve.backends.onnx import _child; _child(*json.loads(sys.argv[1]))"
-    done = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ModelLoadError(f"ONNX {step} of the {tower} tower failed: {tail}")
-
-
-def _child(step: str, path: str, source: str, model_id: str, tower: str, *paths: str) -> None:
+def _child(step: str, path: str, source: str, model_id: str, tower: str, src: str, dest: str, data: str) -> None:
     checkpoint = Checkpoint(Path(path), source, model_id)
-    dest = Path(paths[-1])
     if step == "export":
-        _export_here(checkpoint, tower, dest)
+        _export_here(checkpoint, tower, Path(dest))
     else:
         cfg = checkpoint.config.vision if tower == "vision" else checkpoint.config.text
-        _quantize(Path(paths[0]), dest, cfg)
-    _weights_beside(dest, dest.with_suffix(".data").name)
+        _quantize(Path(src), Path(dest), cfg)
+    _weights_beside(Path(dest), data)
 
 
 def _weights_beside(graph: Path, data_name: str) -> None:
     """Move the weights out of the graph file into `data_name` beside it (ONNX external data): ORT then
     reads them straight into its tensors instead of parsing a 370 MB protobuf first, which cut the
-    peak RSS of building the text session from 634 to 395 MB."""
+    peak RSS of building the text session from 634 to 395 MB. The data file gets its final name at
+    once; the graph's atomic rename (artifacts.ensure) is the commit point."""
     import onnx
 
     model = onnx.load(str(graph))
@@ -143,18 +95,19 @@ def _weights_beside(graph: Path, data_name: str) -> None:
 
 
 def _export_here(checkpoint: Checkpoint, tower: str, dest: Path) -> None:
-    model = load_model(checkpoint)  # memory-mapped: no copy until the exporter serialises the weights
-    D = checkpoint.config.vision.hidden_size if tower == "vision" else checkpoint.config.text.hidden_size
+    model = build_model(checkpoint)  # memory-mapped: no copy until the exporter serialises the weights
+    graph: nn.Module
     if tower == "vision":
-        graph, B, N = VisionGraph(model.vision_model), 2, 7
-        P = checkpoint.config.vision.patch_dim
-        args = (torch.randn(B, N, P), torch.ones(B, N, dtype=torch.int32), torch.randn(B, N, D))
-        names, outputs = ["pixel_values", "attention_mask", "positions"], ["pooled", "hidden"]
+        cfg = checkpoint.config.vision
+        B, N, D = 2, 7, cfg.hidden_size
+        graph = model.vision_model  # its forward, exactly as the torch backend calls it
+        args: tuple = (torch.randn(B, N, cfg.patch_dim), torch.randn(B, N, D), torch.ones(B, N, dtype=torch.int32))
+        names, outputs = ["pixel_values", "positions", "attention_mask"], ["pooled", "hidden"]
         axes = {"pixel_values": {0: "batch", 1: "patches"}, "attention_mask": {0: "batch", 1: "patches"},
                 "positions": {0: "batch", 1: "patches"}, "pooled": {0: "batch"}, "hidden": {0: "batch", 1: "patches"}}
     else:
-        graph = TextGraph(model.text_model)
-        args = (torch.randn(2, checkpoint.config.text.max_position_embeddings, D),)
+        graph = TextPool(model.text_model)
+        args = (torch.randn(2, checkpoint.config.text.max_position_embeddings, checkpoint.config.text.hidden_size),)
         names, outputs = ["embeddings"], ["pooled"]
         axes = {"embeddings": {0: "batch", 1: "tokens"}, "pooled": {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
@@ -206,25 +159,14 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, checkpoint: Checkpoint, precision: str = "fp32", device: str = "cpu", threads: int | None = None):
-        if precision not in PRECISIONS:
-            raise InvalidArgumentError(f"the onnx backend offers precision {' or '.join(PRECISIONS)}, not {precision!r}", "precision")
-        if device != "cpu":
-            raise InvalidArgumentError(f"the onnx backend runs on the CPU only, not {device!r}", "device")
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            raise InvalidArgumentError("the onnx backend needs onnxruntime (a sigserve dependency): pip install onnxruntime", "backend") from exc
         self.checkpoint, self.precision = checkpoint, precision
         self.threads = threads or torch.get_num_threads()
-        tensors: dict[str, torch.Tensor] = {}
-        for f in weight_files(checkpoint.path):
-            tensors.update(mmap_safetensors(f))
+        tensors = mapped_tensors(checkpoint)
         self._positions = PositionCache(tensors["vision_model.embeddings.position_embedding.weight"].float())
         self._tokens = tensors["text_model.embeddings.token_embedding.weight"].numpy()  # mmap'd, rows read on use
         self._text_pos = tensors["text_model.embeddings.position_embedding.weight"].numpy()
         self.logit_scale = float(tensors["logit_scale"].float().item())
         self.logit_bias = float(tensors["logit_bias"].float().item())
-        self.dim = self._positions.table.shape[1]
         self._vision = self._session(ensure_graph(checkpoint, "vision", precision))
         self._text = None  # built on first use: an image-only service never holds the text graph
         self._text_lock = threading.Lock()
@@ -241,25 +183,17 @@ class OnnxBackend:
         return session
 
     def encode_images(self, pixel_values, attention_mask, spatial_shapes, with_features=False):
-        # Large batches run as chunks, each cut to its own longest image: on 2 cores ORT measured best at
-        # 2-4 images per call in fp32 (+18% over 16) and about 8 in int8 (docs/benchmarks.md).
-        B, N, _ = pixel_values.shape
-        chunk = CHUNK[self.precision]
-        pooled = np.empty((B, self.dim), np.float32)
-        hidden = np.zeros((B, N, self.dim), np.float32) if with_features else None
         outputs = ["pooled", "hidden"] if with_features else ["pooled"]
-        for i in range(0, B, chunk):
-            mask = np.ascontiguousarray(attention_mask[i: i + chunk], np.int32)
-            n = int(mask.sum(1).max())
+
+        def run(pixels, mask, shapes, n):
             # uint8 -> float32 through images.LUT here, per chunk (only its own rows are ever float32).
-            feeds = {"pixel_values": normalize(np.ascontiguousarray(pixel_values[i: i + chunk, :n])),
-                     "attention_mask": np.ascontiguousarray(mask[:, :n]),
-                     "positions": self._positions.batch(spatial_shapes[i: i + chunk], n).numpy()}
+            feeds = {"pixel_values": normalize(pixels), "attention_mask": mask,
+                     "positions": self._positions.batch(shapes, n).numpy()}
             result = self._vision.run(outputs, feeds)
-            pooled[i: i + chunk] = result[0]
-            if with_features:
-                hidden[i: i + chunk, :n] = result[1]
-        return pooled, hidden
+            return result[0], (result[1] if with_features else None)
+
+        return encode_in_chunks(pixel_values, attention_mask, spatial_shapes, CHUNK[self.precision],
+                                with_features, run)
 
     def encode_texts(self, input_ids):
         with self._text_lock:

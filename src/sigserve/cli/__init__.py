@@ -11,6 +11,7 @@ import typer
 COMMAND_MODULES = [
     "batch",
     "bench",
+    "collections",
     "embed",
     "eval",
     "keys",

@@ -1,9 +1,11 @@
-"""`sigserve bench`: transformers and sigserve's backends on the SAME checkpoint, in the same run.
+"""`sigserve bench`: sigserve's backends and precisions on one checkpoint, in the same run.
 
 Timings on a shared machine are noisy, so every configuration is timed interleaved (round-robin, one
-batch each, several rounds) and each reports its best round; the ratios within one run are the result.
-Alongside: a large fp32 matmul's GFLOP/s measured in the same run (the hardware ceiling), the fraction
-of it each configuration reaches, peak RSS in a fresh subprocess, and cost per 1k images.
+batch each, several rounds) and each reports its best round; the ratios within one run are the result,
+against the first configuration (the baseline, named in every line). Alongside: a large fp32
+matmul's GFLOP/s measured in the same run (the hardware ceiling), the fraction of it each
+configuration reaches, peak RSS in a fresh subprocess, and cost per 1k images. The comparison with
+transformers lives in the repository's bench/bench.py, which adds it as one more configuration.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import os
 import subprocess
 import sys
 import time
-import warnings
+from typing import Any
 
 import numpy as np
 import typer
 
-from sigserve.cli.common import DEFAULT_MODEL
+from sigserve.defaults import DEFAULT_MODEL
+from sigserve.scoring import max_cosine_distance
 
-DEFAULT_CONFIGS = "transformers,torch:fp32,onnx:fp32,onnx:int8"
+DEFAULT_CONFIGS = "torch:fp32,onnx:fp32,onnx:int8"
 PRICE_PER_HOUR = 0.085  # USD, a 2-vCPU AVX-512 cloud VM on demand (AWS c6i.large, us-east-1, 2025)
 
 
@@ -48,43 +51,8 @@ def square_batch(batch: int, n: int, patch_dim: int = 768, seed: int = 0):
     return pv, np.ones((batch, side * side), np.int32), np.array([[side, side]] * batch, np.int64)
 
 
-class TransformersVision:
-    """transformers' Siglip2 vision and text towers (SDPA attention) on the same folder."""
-
-    def __init__(self, folder, torch_dtype=None):
-        import torch
-        from transformers import Siglip2TextModel, Siglip2VisionModel
-        from transformers.utils import logging
-
-        logging.set_verbosity_error()
-        self.torch = torch
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.vision = Siglip2VisionModel.from_pretrained(folder, attn_implementation="sdpa").eval()
-            self._folder, self._text = folder, None
-
-    def encode_images(self, pv, mask, shapes, with_features=False):
-        from sigserve.images import normalize
-
-        t = self.torch
-        with t.inference_mode():  # normalised here, as our backends do (transformers' processor would)
-            out = self.vision(pixel_values=t.from_numpy(normalize(pv)), pixel_attention_mask=t.from_numpy(mask),
-                              spatial_shapes=t.from_numpy(shapes))
-        return out.pooler_output.numpy(), None
-
-    def encode_texts(self, ids):
-        from transformers import Siglip2TextModel
-
-        if self._text is None:
-            self._text = Siglip2TextModel.from_pretrained(self._folder, attn_implementation="sdpa").eval()
-        with self.torch.inference_mode():
-            return self._text(input_ids=self.torch.from_numpy(ids)).pooler_output.numpy()
-
-
 def make_runner(spec: str, checkpoint):
-    """'transformers' or 'backend:precision' -> an object with encode_images / encode_texts."""
-    if spec == "transformers":
-        return TransformersVision(checkpoint.path)
+    """'backend:precision' -> the backend (encode_images / encode_texts)."""
     from sigserve.backends import create_backend
 
     name, _, precision = spec.partition(":")
@@ -98,7 +66,8 @@ class MatmulProbe:
     def __init__(self, size: int = 2048):
         import torch
 
-        self.a, self.b, self.flop, self.samples = torch.randn(size, size), torch.randn(size, size), 2 * size**3, []
+        self.a, self.b, self.flop = torch.randn(size, size), torch.randn(size, size), 2 * size**3
+        self.samples: list[float] = []
 
     def sample(self):
         self.samples.append(self.flop / min(_timed(lambda: self.a @ self.b) for _ in range(2)) / 1e9)
@@ -110,21 +79,15 @@ class MatmulProbe:
 
 def interleaved(runners: dict, fn_name: str, args, rounds: int, probe: MatmulProbe | None = None) -> dict[str, list[float]]:
     """Seconds per call for each runner, measured round-robin after one warm-up call each."""
-    times = {k: [] for k in runners}
+    times: dict[str, list[float]] = {k: [] for k in runners}
     for r in runners.values():
         getattr(r, fn_name)(*args)
     for _ in range(rounds):
         for k, r in runners.items():
             if probe:
                 probe.sample()
-            times[k].append(_timed(lambda: getattr(r, fn_name)(*args)))
+            times[k].append(_timed(lambda r=r: getattr(r, fn_name)(*args)))
     return times
-
-
-def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return float(np.max(1 - np.sum(a * b, axis=1)))
 
 
 def peak_rss_mb(folder: str, backend: str, precision: str, dummy: bool = False) -> float:
@@ -136,33 +99,33 @@ def peak_rss_mb(folder: str, backend: str, precision: str, dummy: bool = False) 
         "m.embed_images([np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)])\n"
         "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024)\n"
     )
-    if backend == "transformers":
-        code = (
-            "import torch, warnings\nwarnings.simplefilter('ignore')\n"
-            "from transformers import Siglip2Model\n"
-            f"m = Siglip2Model.from_pretrained({folder!r}).eval()\n"
-            "with torch.inference_mode(): m.vision_model(pixel_values=torch.randn(1, 256, 768), "
-            "pixel_attention_mask=torch.ones(1, 256, dtype=torch.int32), spatial_shapes=torch.tensor([[16, 16]]))\n"
-            "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024)\n"
-        )
+    return rss_of(code)
+
+
+def rss_of(code: str) -> float:
+    """Run `code` (which prints its VmHWM in MB last) in a fresh interpreter."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: int = 256, rounds: int = 3,
-              text_batch: int = 64, rss: bool = True, price: float = PRICE_PER_HOUR, echo=print) -> dict:
-    """The whole comparison; returns the numbers as a dict and echoes a readable table as it goes."""
+              text_batch: int = 64, rss: bool = True, price: float = PRICE_PER_HOUR, echo=print,
+              extra: dict | None = None) -> dict:
+    """The whole comparison; returns the numbers as a dict and echoes a readable table as it goes.
+    `extra`: name -> (runner, rss function or None), compared too and, when given, the baseline."""
     import torch
 
-    report = {"checkpoint": str(checkpoint.path), "threads": torch.get_num_threads(), "patches": patches,
+    report: dict[str, Any] = {"checkpoint": str(checkpoint.path), "threads": torch.get_num_threads(), "patches": patches,
               "gflop_per_image": round(vision_gflop(patches), 2), "price_per_hour": price, "vision": [], "text": {}}
     report["load_average_before"] = os.getloadavg()
     echo(f"{report['threads']} threads; load average {report['load_average_before'][0]:.2f} "
          "(a shared machine: compare within this run only)")
     probe = MatmulProbe()
-    runners = {c: make_runner(c, checkpoint) for c in configs}
-    base = "transformers" if "transformers" in runners else configs[0]
+    extra = extra or {}
+    runners = {**{k: r for k, (r, _) in extra.items()}, **{c: make_runner(c, checkpoint) for c in configs}}
+    base = next(iter(runners))  # the ratios' denominator, named in every line
     ref_name = "torch:fp32" if "torch:fp32" in runners else base
+    report["baseline"] = base
     for B in batch_sizes:
         args = square_batch(B, patches)
         outs = {k: r.encode_images(*args)[0] for k, r in runners.items()}
@@ -170,14 +133,14 @@ def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: i
         for k, ts in times.items():
             best = min(ts)
             row = {"config": k, "batch": B, "images_per_s": B / best, "latency_ms": 1000 * best,
-                   "median_ms": 1000 * float(np.median(ts)), "vs_transformers": min(times[base]) / best,
-                   "distance_1_minus_cos": cosine_distance(outs[k], outs[ref_name]),
+                   "median_ms": 1000 * float(np.median(ts)), "vs_baseline": min(times[base]) / best,
+                   "distance_1_minus_cos": max_cosine_distance(outs[k], outs[ref_name]),
                    "usd_per_1k_images": price / 3600 * 1000 * best / B}
             report["vision"].append(row)
         echo(f"\nvision tower, {patches} patches, batch {B} (best of {rounds} interleaved rounds):")
         for row in report["vision"][-len(times):]:
             echo(f"  {row['config']:<14} {row['images_per_s']:7.2f} img/s  {row['latency_ms']:8.0f} ms/batch  "
-                 f"x{row['vs_transformers']:.2f} vs transformers  1-cos {row['distance_1_minus_cos']:.1e}  "
+                 f"x{row['vs_baseline']:.2f} vs {base}  1-cos {row['distance_1_minus_cos']:.1e}  "
                  f"${row['usd_per_1k_images']:.4f}/1k img")
     peak = report["matmul_peak_gflops"] = probe.peak
     for row in report["vision"]:
@@ -193,25 +156,28 @@ def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: i
         times = interleaved(runners, "encode_texts", (ids,), rounds)
         echo(f"\ntext tower, batch {text_batch} x 64 tokens:")
         for k, ts in times.items():
-            report["text"][k] = {"texts_per_s": text_batch / min(ts), "vs_transformers": min(times[base]) / min(ts)}
-            echo(f"  {k:<14} {text_batch / min(ts):7.1f} texts/s  x{min(times[base]) / min(ts):.2f} vs transformers")
+            report["text"][k] = {"texts_per_s": text_batch / min(ts), "vs_baseline": min(times[base]) / min(ts)}
+            echo(f"  {k:<14} {text_batch / min(ts):7.1f} texts/s  x{min(times[base]) / min(ts):.2f} vs {base}")
     report["load_average_after"] = os.getloadavg()
     del runners
     if rss:
         report["peak_rss_mb"] = {}
         echo("\npeak RSS, fresh process, load + embed one image:")
+        measures = {k: fn for k, (_, fn) in extra.items() if fn is not None}
         for c in configs:
             name, _, precision = c.partition(":")
-            mb = peak_rss_mb(str(checkpoint.path), name, precision or "fp32")
-            report["peak_rss_mb"][c] = mb
-            echo(f"  {c:<14} {mb:6.0f} MB")
+            measures[c] = lambda n=name, p=precision: peak_rss_mb(str(checkpoint.path), n, p or "fp32")
+        for k, measure in measures.items():
+            report["peak_rss_mb"][k] = mb = measure()
+            echo(f"  {k:<14} {mb:6.0f} MB")
     return report
 
 
 def bench(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint folder; without one, the base "
                               "architecture with random weights (a dummy checkpoint)."),
-    configs: str = typer.Option(DEFAULT_CONFIGS, "--configs", help="Comma list: transformers, torch:fp32, onnx:fp32, onnx:int8."),
+    configs: str = typer.Option(DEFAULT_CONFIGS, "--configs", help="Comma list of backend:precision (torch:fp32, "
+                                "onnx:fp32, onnx:int8, aoti:fp32); the first is the baseline of the ratios."),
     batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Comma list of vision batch sizes."),
     max_num_patches: int = typer.Option(256, "--max-num-patches", help="Patches per image (a square grid)."),
     rounds: int = typer.Option(3, "--rounds", help="Interleaved timing rounds per configuration."),
@@ -220,7 +186,7 @@ def bench(
     price: float = typer.Option(PRICE_PER_HOUR, "--price-per-hour", help="USD per machine-hour, for cost per 1k images."),
     json_out: str = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
 ):
-    """Benchmark sigserve's backends against transformers on one checkpoint (a benchmark, not a test)."""
+    """Benchmark sigserve's backends and precisions against each other on one checkpoint."""
     from pathlib import Path
 
     from sigserve.dummy import dummy_checkpoint

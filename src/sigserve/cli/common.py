@@ -1,39 +1,52 @@
-"""Options shared by every command that loads a model, so that they read the same everywhere."""
+"""Options shared by every command that loads a model, so that they read (and default) the same
+everywhere; their defaults and bounds come from sigserve.defaults and sigserve.backends."""
 
 from __future__ import annotations
 
-from enum import Enum
+from typing import NoReturn
 
 import typer
 
-from sigserve.images import DEFAULT_MAX_PIXELS
+from sigserve.backends import BackendChoice, Precision
+from sigserve.defaults import (
+    DEFAULT_IMAGE_BATCH,
+    DEFAULT_MAX_NUM_PATCHES,
+    DEFAULT_MODEL,
+    MAX_PATCHES,
+    MIN_PATCHES,
+    TRAINED_MAX_PATCHES,
+    LoadFormat,
+)
 
-DEFAULT_MODEL = "google/siglip2-base-patch16-naflex"
-
-
-class LoadFormat(str, Enum):
-    auto = "auto"
-    dummy = "dummy"
-
+__all__ = ["BackendChoice", "LoadFormat", "Precision"]  # the option types, re-exported for the commands
 
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Hub id (fetched once, then cached) or a local folder.")
-LoadFormatOpt = typer.Option(LoadFormat.auto, "--load-format",
-                             help="'dummy': real architecture, random weights, stand-in tokenizer (no download).")
-BackendOpt = typer.Option("auto", "--backend", help="torch, onnx, or auto: the measured fastest (onnx on CPU "
-                          "when onnxruntime is installed, else torch).")
-PrecisionOpt = typer.Option("fp32", "--precision", help="fp32 (exact) or int8 where the backend offers it.")
-MaxPatchesOpt = typer.Option(256, "--max-num-patches", help="Sequence length per image (16-4096; trained up to 1024).")
-BatchSizeOpt = typer.Option(8, "--batch-size", help="Images per forward pass.")
+LoadFormatOpt = typer.Option("auto", "--load-format",
+                             help="dummy: real architecture, random weights, stand-in tokenizer (no download).")
+BackendOpt = typer.Option("auto", "--backend",
+                          help="auto: the measured fastest exact backend (onnx on CPU when onnxruntime is installed).")
+PrecisionOpt = typer.Option("fp32", "--precision", help="fp32 (exact), or int8 / bf16 / fp16 where the backend offers it.")
+MaxPatchesOpt = typer.Option(DEFAULT_MAX_NUM_PATCHES, "--max-num-patches", min=MIN_PATCHES, max=MAX_PATCHES,
+                             help=f"NaFlex sequence length per image ({MIN_PATCHES}-{MAX_PATCHES}; "
+                                  f"trained up to {TRAINED_MAX_PATCHES}).")
+BatchSizeOpt = typer.Option(DEFAULT_IMAGE_BATCH, "--batch-size", min=1, help="Images per forward pass.")
 
 
-def load_model(model: str, load_format: LoadFormat = LoadFormat.auto, backend: str = "auto",
-               precision: str = "fp32", max_image_pixels: int = DEFAULT_MAX_PIXELS, exif_transpose: bool = True):
-    """Load with the CLI's options; errors become a one-line message and exit code 2."""
+def fail(message: object) -> NoReturn:
+    """Every CLI error: one line on stderr, exit code 2."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def load_or_exit(model: str, load_format: str = "auto", backend: str = "auto", precision: str = "fp32", **options):
+    """sigserve.load with the CLI's options; a load error becomes one line and exit code 2."""
     import sigserve
 
     try:
-        return sigserve.load(model, dummy=load_format == LoadFormat.dummy, backend=backend, precision=precision,
-                             max_image_pixels=max_image_pixels, exif_transpose=exif_transpose)
+        loaded = sigserve.load(model, dummy=load_format == "dummy", backend=backend, precision=precision, **options)
     except sigserve.SigserveError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+        fail(exc)
+    if loaded.dummy:
+        typer.secho("DUMMY LOAD: random weights and a stand-in tokenizer; outputs are meaningless.",
+                    fg=typer.colors.YELLOW, bold=True, err=True)
+    return loaded

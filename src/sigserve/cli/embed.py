@@ -9,8 +9,18 @@ import numpy as np
 import typer
 from tqdm.auto import tqdm
 
-from sigserve.cli.common import (BackendOpt, BatchSizeOpt, LoadFormat, LoadFormatOpt, MaxPatchesOpt, ModelOpt,
-                                 PrecisionOpt, load_model)
+from sigserve.cli.common import (
+    BackendChoice,
+    BackendOpt,
+    BatchSizeOpt,
+    LoadFormat,
+    LoadFormatOpt,
+    MaxPatchesOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    load_or_exit,
+)
 from sigserve.errors import InputError, SigserveError
 from sigserve.images import IMAGE_EXTENSIONS
 from sigserve.scoring import l2_normalize
@@ -43,8 +53,8 @@ def embed(
     fmt: str = typer.Option("jsonl", "--format", help="jsonl, npy (plus a .jsonl index beside it) or parquet."),
     normalize: bool = typer.Option(True, "--normalize/--raw", help="L2-normalised (default) or raw pooled outputs."),
     exif: bool = typer.Option(True, "--exif/--no-exif", help="Apply EXIF orientation."),
-    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: str = BackendOpt,
-    precision: str = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
+    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
 ):
     """Embed images and texts to JSONL, .npy or Parquet. Unreadable files are reported and skipped."""
     if fmt not in FORMATS:
@@ -53,7 +63,7 @@ def embed(
     images = find_images(list(paths or []))
     if not images and not texts:
         raise typer.BadParameter("nothing to embed: give image paths or folders, --text or --texts-file")
-    pipe = load_model(model, load_format, backend, precision, exif_transpose=exif)
+    pipe = load_or_exit(model, load_format, backend, precision, exif_transpose=exif)
     rows, vectors, skipped = _embed_images(pipe, images, max_num_patches, batch_size)
     if texts:
         vectors.append(pipe.embed_texts(texts, normalize=False, progress=True))
@@ -65,7 +75,9 @@ def embed(
 
 
 def _embed_images(pipe, images: list[Path], max_num_patches: int, batch_size: int):
-    rows, vectors, skipped = [], [], 0
+    rows: list[dict] = []
+    vectors: list[np.ndarray] = []
+    skipped = 0
     with tqdm(total=len(images), desc="images", unit="img", disable=not images) as bar:
         for start in range(0, len(images), batch_size):
             good, patches = [], []
@@ -112,15 +124,15 @@ def classify(
                                        "Default: 'This is a photo of {}.'"),
     top_k: int = typer.Option(5, "--top-k", help="Labels shown per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: str = BackendOpt,
-    precision: str = PrecisionOpt, max_num_patches: int = MaxPatchesOpt,
+    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt,
 ):
     """Zero-shot classification. Scores are SigLIP's independent sigmoid probabilities: each says how
     likely the image matches that label on its own, so they do not sum to 1."""
     names = [s.strip() for s in labels.split(",") if s.strip()]
     if not names:
         raise typer.BadParameter("--labels needs at least one label")
-    pipe = load_model(model, load_format, backend, precision)
+    pipe = load_or_exit(model, load_format, backend, precision)
     results = []
     for path in find_images(images):
         try:
@@ -139,11 +151,11 @@ def classify(
 
 
 def info(
-    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: str = BackendOpt,
-    precision: str = PrecisionOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
+    precision: Precision = PrecisionOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """The model's configuration, parameter counts and where it was loaded from."""
-    details = load_model(model, load_format, backend, precision).describe()
+    details = load_or_exit(model, load_format, backend, precision).describe()
     if as_json:
         typer.echo(json.dumps(details, indent=2))
         return

@@ -7,21 +7,29 @@ from typing import Optional
 
 import typer
 
+from sigserve.cli.common import (
+    BackendChoice,
+    BackendOpt,
+    LoadFormat,
+    LoadFormatOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    fail,
+    load_or_exit,
+)
+from sigserve.defaults import MAX_PATCHES, MIN_PATCHES
+from sigserve.errors import SigserveError
+
 HELP = "Zero-shot classification and retrieval benchmarks (clip_benchmark JSON, Markdown, sweep plot)."
 
 eval_app = typer.Typer(name="eval", help=HELP, no_args_is_help=True)
 
-MODEL = typer.Option(..., "--model", "-m",
-                     help="Hub id, local checkpoint folder, or the served model name with --server.")
 OUTPUT = typer.Option(..., "--output", "-o",
                       help="clip_benchmark JSON (a list of records for a sweep / several languages).")
 PATCHES = typer.Option("256", "--max-num-patches",
                        help="Sequence length, or a comma list for a sweep (e.g. 64,144,256,576,784,1024); "
                             "'paper' = all of Table 7's.")
-LOAD_FORMAT = typer.Option("auto", "--load-format",
-                           help="auto: the checkpoint's weights; dummy: random weights (smoke tests only).")
-BACKEND = typer.Option("torch", "--backend", help="Library backend (sigserve.load).")
-PRECISION = typer.Option("fp32", "--precision", help="Library precision (sigserve.load).")
 BATCH = typer.Option(32, "--batch-size", min=1, help="Items per model call (and per cache commit).")
 CACHE_DIR = typer.Option(None, "--cache-dir",
                          help="Embedding cache folder (default $SIGSERVE_CACHE/eval or ~/.cache/sigserve/eval).")
@@ -49,23 +57,20 @@ def parse_lengths(spec: str) -> list[int]:
         values = [int(x) for x in spec.replace(" ", "").split(",") if x]
     except ValueError:
         raise typer.BadParameter(f"not a comma-separated list of integers: {spec!r}",
+                                 param_hint="--max-num-patches") from None
+    if not values or any(not MIN_PATCHES <= v <= MAX_PATCHES for v in values):
+        raise typer.BadParameter(f"each length must be between {MIN_PATCHES} and {MAX_PATCHES}",
                                  param_hint="--max-num-patches")
-    if not values or any(not 16 <= v <= 4096 for v in values):
-        raise typer.BadParameter("each length must be between 16 and 4096", param_hint="--max-num-patches")
     return list(dict.fromkeys(values))
 
 
-def _backend(model: str, server: str | None, api_key: str | None, load_format: str, backend: str, precision: str):
-    from sigserve.eval.backends import LibraryBackend, ServerBackend
+def _source(model: str, server: str | None, api_key: str | None, load_format: str, backend: str, precision: str):
+    from sigserve.eval.sources import LibrarySource, ServerSource
 
     if server:
-        return ServerBackend(server, model, api_key)
-    if load_format not in ("auto", "dummy"):
-        raise typer.BadParameter("auto or dummy", param_hint="--load-format")
-    import sigserve
-
-    loaded = sigserve.load(model, dummy=load_format == "dummy", backend=backend, precision=precision)
-    return LibraryBackend(loaded, model, "dummy" if load_format == "dummy" else None)
+        return ServerSource(server, model, api_key)
+    loaded = load_or_exit(model, load_format, backend, precision)
+    return LibrarySource(loaded, model, "dummy" if load_format == "dummy" else None)
 
 
 def _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress):
@@ -85,11 +90,6 @@ def _report(result) -> None:
         typer.echo(f"{kind}: {path}", err=True)
 
 
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
-
-
 def _zeroshot_name(data, classnames: str | None) -> str | None:
     if classnames != "imagenet" or len(data.classnames) != 1000:
         return None
@@ -99,7 +99,7 @@ def _zeroshot_name(data, classnames: str | None) -> str | None:
 
 @eval_app.command("zeroshot")
 def zeroshot(
-    model: str = MODEL,
+    model: str = ModelOpt,
     data: Path = typer.Option(..., "--data", help="Image folder (one sub-folder per class) or CSV/JSONL "
                                                  "manifest (path,label)."),
     output: Path = OUTPUT,
@@ -111,52 +111,50 @@ def zeroshot(
                                                                  "(default: the manifest's folder)."),
     raw_templates: bool = typer.Option(False, "--raw-templates",
                                        help="Use templates and class names as written (no canonicalisation)."),
-    max_num_patches: str = PATCHES, dataset: Optional[str] = DATASET, load_format: str = LOAD_FORMAT,
-    backend: str = BACKEND, precision: str = PRECISION, batch_size: int = BATCH,
+    max_num_patches: str = PATCHES, dataset: Optional[str] = DATASET, load_format: LoadFormat = LoadFormatOpt,
+    backend: BackendChoice = BackendOpt, precision: Precision = PrecisionOpt, batch_size: int = BATCH,
     cache_dir: Optional[Path] = CACHE_DIR, no_cache: bool = NO_CACHE, plot: Optional[Path] = PLOT,
     summary: Optional[Path] = SUMMARY, server: Optional[str] = SERVER, api_key: Optional[str] = API_KEY,
     progress: bool = PROGRESS,
 ) -> None:
     """Zero-shot classification: acc1, acc5, mean_per_class_recall."""
-    from sigserve.errors import SigserveError
-    from sigserve.eval import DatasetError, evaluate_zeroshot, load_classification, load_templates
+    from sigserve.eval import evaluate_zeroshot, load_classification, load_templates
 
     lengths = parse_lengths(max_num_patches)
     try:
         ds = load_classification(data, classnames, images, canonical=not raw_templates)
         prompts = load_templates(templates, canonical=not raw_templates)
-        be = _backend(model, server, api_key, load_format, backend, precision)
+        source = _source(model, server, api_key, load_format, backend, precision)
         out = _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress)
-        result = evaluate_zeroshot(be, ds, prompts, lengths, out, dataset or _zeroshot_name(ds, classnames))
-    except (DatasetError, SigserveError, OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+        result = evaluate_zeroshot(source, ds, prompts, lengths, out, dataset or _zeroshot_name(ds, classnames))
+    except (SigserveError, OSError) as exc:
+        fail(exc)
     _report(result)
 
 
 @eval_app.command("retrieval")
 def retrieval(
-    model: str = MODEL,
+    model: str = ModelOpt,
     data: Path = typer.Option(..., "--data", help="Captions: COCO annotations JSON or a Karpathy split file "
                                                  "(dataset_coco.json, dataset_flickr30k.json)."),
     images: Path = typer.Option(..., "--images", help="Image folder the captions file refers to."),
     output: Path = OUTPUT,
     split: str = typer.Option("test", "--split", help="Karpathy split to evaluate."),
-    max_num_patches: str = PATCHES, dataset: Optional[str] = DATASET, load_format: str = LOAD_FORMAT,
-    backend: str = BACKEND, precision: str = PRECISION, batch_size: int = BATCH,
+    max_num_patches: str = PATCHES, dataset: Optional[str] = DATASET, load_format: LoadFormat = LoadFormatOpt,
+    backend: BackendChoice = BackendOpt, precision: Precision = PrecisionOpt, batch_size: int = BATCH,
     cache_dir: Optional[Path] = CACHE_DIR, no_cache: bool = NO_CACHE, plot: Optional[Path] = PLOT,
     summary: Optional[Path] = SUMMARY, server: Optional[str] = SERVER, api_key: Optional[str] = API_KEY,
     progress: bool = PROGRESS,
 ) -> None:
     """Image-text retrieval: recall@1/5/10 both directions, one record per caption language."""
-    from sigserve.errors import SigserveError
-    from sigserve.eval import DatasetError, evaluate_retrieval, load_retrieval
+    from sigserve.eval import evaluate_retrieval, load_retrieval
 
     lengths = parse_lengths(max_num_patches)
     try:
         ds = load_retrieval(data, images, split, dataset)
-        be = _backend(model, server, api_key, load_format, backend, precision)
+        source = _source(model, server, api_key, load_format, backend, precision)
         out = _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress)
-        result = evaluate_retrieval(be, ds, lengths, out)
-    except (DatasetError, SigserveError, OSError, ValueError, RuntimeError) as exc:
-        _fail(exc)
+        result = evaluate_retrieval(source, ds, lengths, out)
+    except (SigserveError, OSError) as exc:
+        fail(exc)
     _report(result)

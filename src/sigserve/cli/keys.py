@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from sigserve.server.keys import KeyRecord, KeyStore, database_url_for, default_data_dir
-from sigserve.server.usage import UsageMeter
+from sigserve.accounts.keys import KeyRecord, KeyStore
+from sigserve.accounts.usage import UsageMeter
+from sigserve.cli.common import fail
+from sigserve.errors import SigserveError
+from sigserve.server.settings import Settings, env_var
 
+# The server's own settings say where the database is (same flags, same SIGSERVE_* variables).
+_FIELDS = Settings.model_fields
 DataDir = Annotated[Optional[Path], typer.Option(
-    "--data-dir", envvar="SIGSERVE_DATA_DIR", show_default=False,
-    help="Folder of the default SQLite database [default: ~/.local/share/sigserve].")]
+    "--data-dir", show_default=False,
+    help=f"{_FIELDS['data_dir'].description} [env: {env_var('data_dir')}]")]
 DatabaseUrl = Annotated[Optional[str], typer.Option(
-    "--database-url", envvar="SIGSERVE_DATABASE_URL", show_default=False,
-    help="SQLAlchemy URL (e.g. postgresql://...) shared by all replicas; overrides --data-dir.")]
+    "--database-url", show_default=False,
+    help=f"{_FIELDS['database_url'].description} Overrides --data-dir. [env: {env_var('database_url')}]")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -33,7 +38,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _store(data_dir: Path | None, database_url: str | None) -> KeyStore:
-    return KeyStore(database_url or database_url_for(data_dir or default_data_dir()))
+    given: dict[str, Any] = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v is not None}
+    return KeyStore(Settings(**given).resolved_database_url)
 
 
 def _limit(value: int | None) -> str:
@@ -71,6 +77,8 @@ def create(
     try:
         record, plaintext = store.create(name, rpm=rpm, images_per_min=images_per_min,
                                          quota_images=quota_images, admin=admin)
+    except SigserveError as exc:
+        fail(exc)
     finally:
         store.close()
     typer.echo(plaintext)

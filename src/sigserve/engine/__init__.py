@@ -1,10 +1,11 @@
 """The serving engine: admission control, image preprocessing off the event loop, and one
 inference worker thread that owns the model and micro-batches each tower.
 
-Layering: engine uses the model and sigserve.images; it knows nothing about HTTP."""
+Layering: the engine drives a ServedModel (sigserve.Pipeline); it knows nothing about HTTP."""
 
 from sigserve.engine.core import Engine, EngineConfig, ImageResult, TextResult
 from sigserve.engine.errors import EngineError, EngineUnavailableError, QueueFullError
+from sigserve.engine.protocol import ServedModel
 from sigserve.engine.worker import BatchObserver
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "EngineUnavailableError",
     "ImageResult",
     "QueueFullError",
+    "ServedModel",
     "TextResult",
 ]

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from sigserve.engine.errors import EngineUnavailableError, QueueFullError
+from sigserve.engine.protocol import ServedModel
 from sigserve.engine.worker import BatchObserver, InferenceWorker, Tower
+from sigserve.images import Patches
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,6 @@ class EngineConfig:
     max_wait_ms: float = 5.0
     max_pending_items: int = 256  # admitted but unfinished items, over all requests
     preprocess_threads: int = 2
-    max_image_pixels: int | None = None  # None: the model's own cap
     timeout_s: float = 120.0  # a request never waits longer than this for the worker
     retry_after_s: float = 1.0  # what a 429 tells clients to wait
 
@@ -44,17 +46,13 @@ class ImageResult:
 
 
 class Engine:
-    def __init__(self, model: Any, config: EngineConfig | None = None, observer: BatchObserver | None = None):
+    def __init__(self, model: ServedModel, config: EngineConfig | None = None, observer: BatchObserver | None = None):
         self.model = model
         self.config = config or EngineConfig()
         self._observer = observer
         self._pending = 0
         self._pool: ThreadPoolExecutor | None = None
         self._worker: InferenceWorker | None = None
-
-    @property
-    def max_image_pixels(self) -> int | None:
-        return self.config.max_image_pixels or getattr(self.model, "max_image_pixels", None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -107,22 +105,17 @@ class Engine:
 
     # -- preprocessing (thread pool) ------------------------------------------------------------
 
-    async def load_images(self, items: Sequence[Any], max_num_patches: int, indices: Sequence[int] | None = None) -> list:
-        """Decode and patchify each item. Raises the InputError of the first bad item (by position),
-        with `.index` set to its entry of `indices` (its position in the caller's request).
-        Decoding is the model's own (`Pipeline.preprocess`), with the engine's pixel cap."""
-        indices = list(indices) if indices is not None else list(range(len(items)))
-
-        def prepare(item: Any, index: int):
-            return self.model.preprocess(item, index, max_num_patches, max_pixels=self.max_image_pixels)
-
+    async def load_images(self, items: Sequence[Any], max_num_patches: int) -> list[Patches]:
+        """Decode and patchify each item (the model's own preprocess, in the thread pool). Raises the
+        InputError of the first bad item by position, its `.index` being that position."""
         loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(self._pool, prepare, item, i) for item, i in zip(items, indices)]
+        jobs = [loop.run_in_executor(self._pool, self.model.preprocess, item, i, max_num_patches)
+                for i, item in enumerate(items)]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return results
+        return results  # type: ignore[return-value]  # every BaseException was raised above
 
     async def tokenize(self, texts: Sequence[str]):
         loop = asyncio.get_running_loop()
@@ -155,7 +148,7 @@ class Engine:
         futures = self._worker.submit(tower, payloads)
         try:
             return await asyncio.wait_for(asyncio.gather(*futures), self.config.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise EngineUnavailableError(f"inference did not finish within {self.config.timeout_s:g} s") from None
         finally:
             for f in futures:  # on cancellation or failure, leave nothing for the worker to do
@@ -174,7 +167,7 @@ class Engine:
         want = any(f for _, f in payloads)
         pooled, grids = self.model.encode_patches(patches, with_features=want)
         pooled = np.asarray(pooled, dtype=np.float32)
-        return [(pooled[i], grids[i] if want and payloads[i][1] else None) for i in range(len(payloads))]
+        return [(pooled[i], grids[i] if grids is not None and payloads[i][1] else None) for i in range(len(payloads))]
 
 
 __all__ = ["Engine", "EngineConfig", "ImageResult", "TextResult"]

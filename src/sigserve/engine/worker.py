@@ -10,8 +10,9 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from sigserve.engine.errors import EngineUnavailableError
 
@@ -105,13 +106,6 @@ class InferenceWorker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._failure is None and not self._stopping
 
-    @property
-    def failure(self) -> BaseException | None:
-        return self._failure
-
-    def depth(self, tower: str) -> int:
-        return len(self._towers[tower].queue)
-
     # -- submission (called on the event loop) ------------------------------------------------
 
     def submit(self, tower: str, payloads: Sequence[Any]) -> list[asyncio.Future]:
@@ -176,7 +170,7 @@ class InferenceWorker:
 
     def _oldest_tower(self) -> str | None:
         heads = {n: t.queue[0].enqueued for n, t in self._towers.items() if t.queue}
-        return min(heads, key=heads.get) if heads else None
+        return min(heads, key=lambda n: heads[n]) if heads else None
 
     @staticmethod
     def _take(tower: Tower) -> list[Job]:

@@ -1,7 +1,7 @@
 """One call per task: build the cache, run the sweep, write JSON / Markdown / plot.
 
-    from sigserve.eval import LibraryBackend, evaluate_zeroshot, load_classification, load_templates
-    result = evaluate_zeroshot(LibraryBackend(model, "my-model"), load_classification("val/"),
+    from sigserve.eval import LibrarySource, evaluate_zeroshot, load_classification, load_templates
+    result = evaluate_zeroshot(LibrarySource(model, "my-model"), load_classification("val/"),
                                load_templates(), [256], output="out.json")
 """
 
@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import Backend
-from .cache import EmbeddingCache, default_cache_dir
+from sigserve.paths import cache_dir
+
+from .cache import EmbeddingCache
 from .datasets import ClassificationData, RetrievalData
 from .report import markdown_summary, plot_sweep, write_json
 from .runner import Embedder, Stats, run_retrieval, run_zeroshot
+from .sources import EmbeddingSource
 
 
 @dataclass
@@ -38,9 +40,9 @@ class Outputs:
     progress: bool = True
 
 
-def _cache(backend: Backend, out: Outputs) -> EmbeddingCache:
-    root = (out.cache_dir or default_cache_dir()) if out.use_cache else None
-    return EmbeddingCache(root, backend.fingerprint())
+def _cache(source: EmbeddingSource, out: Outputs) -> EmbeddingCache:
+    root = (out.cache_dir or cache_dir("eval")) if out.use_cache else None
+    return EmbeddingCache(root, source.fingerprint())
 
 
 def _finish(records: list[dict], embedder: Embedder, out: Outputs, extra: list[str]) -> EvalResult:
@@ -61,12 +63,12 @@ def _finish(records: list[dict], embedder: Embedder, out: Outputs, extra: list[s
     return EvalResult(records, embedder.stats, summary, files)
 
 
-def evaluate_zeroshot(backend: Backend, data: ClassificationData, templates: list[str], lengths: list[int],
+def evaluate_zeroshot(source: EmbeddingSource, data: ClassificationData, templates: list[str], lengths: list[int],
                       out: Outputs | None = None, dataset: str | None = None) -> EvalResult:
     out = out or Outputs()
-    cache = _cache(backend, out)
+    cache = _cache(source, out)
     try:
-        embedder = Embedder(backend, cache, out.batch_size, out.progress)
+        embedder = Embedder(source, cache, out.batch_size, out.progress)
         records = run_zeroshot(embedder, data, templates, lengths, dataset)
     finally:
         cache.close()
@@ -74,12 +76,12 @@ def evaluate_zeroshot(backend: Backend, data: ClassificationData, templates: lis
     return _finish(records, embedder, out, extra)
 
 
-def evaluate_retrieval(backend: Backend, data: RetrievalData, lengths: list[int],
+def evaluate_retrieval(source: EmbeddingSource, data: RetrievalData, lengths: list[int],
                        out: Outputs | None = None, dataset: str | None = None) -> EvalResult:
     out = out or Outputs()
-    cache = _cache(backend, out)
+    cache = _cache(source, out)
     try:
-        embedder = Embedder(backend, cache, out.batch_size, out.progress)
+        embedder = Embedder(source, cache, out.batch_size, out.progress)
         records = run_retrieval(embedder, data, lengths, dataset)
     finally:
         cache.close()

@@ -9,21 +9,12 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 
 _VARS = 500  # bound parameters per SELECT
-
-
-def default_cache_dir() -> Path:
-    """$SIGSERVE_CACHE/eval, else $XDG_CACHE_HOME/sigserve/eval, else ~/.cache/sigserve/eval."""
-    if os.environ.get("SIGSERVE_CACHE"):
-        return Path(os.environ["SIGSERVE_CACHE"]) / "eval"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sigserve" / "eval"
 
 
 def image_key(path: str | Path) -> str:
@@ -65,11 +56,11 @@ class EmbeddingCache:
     def _put(self, table: str, keys: list[str], vecs: np.ndarray, patches: int | None) -> None:
         vecs = np.asarray(vecs, dtype=np.float32)
         if patches is None:
-            rows = [(k, v.tobytes()) for k, v in zip(keys, vecs, strict=True)]
-            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", rows)
+            text_rows = [(k, v.tobytes()) for k, v in zip(keys, vecs, strict=True)]
+            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", text_rows)
         else:
-            rows = [(k, patches, v.tobytes()) for k, v in zip(keys, vecs, strict=True)]
-            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", rows)
+            image_rows = [(k, patches, v.tobytes()) for k, v in zip(keys, vecs, strict=True)]
+            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", image_rows)
         self._db.commit()
 
     def get_images(self, keys: list[str], max_num_patches: int) -> dict[str, np.ndarray]:

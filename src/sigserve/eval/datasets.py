@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sigserve.errors import SigserveError
+
 from .templates import canonical_classname, load_classnames
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -24,8 +26,12 @@ KARPATHY_NAMES = {"coco": "mscoco_captions", "flickr30k": "flickr30k", "flickr8k
 DEFAULT_LANGUAGE = "en"
 
 
-class DatasetError(ValueError):
+class DatasetError(SigserveError):
     """The data set files are missing, inconsistent or in an unknown format."""
+
+
+class ImageFileError(DatasetError):
+    """An image file of the data set could not be used (corrupt, too large, ...)."""
 
 
 @dataclass
@@ -139,7 +145,7 @@ def load_manifest(path: Path, classnames: list[str] | None, images: Path | None)
         missing = sorted({lab for lab in raw_labels if lab not in index and canonical_classname(lab) not in index})
         if missing:
             raise DatasetError(f"labels not in the class names: {missing[:5]}")
-        labels = [index.get(lab, index.get(canonical_classname(lab))) for lab in raw_labels]
+        labels = [index[lab] if lab in index else index[canonical_classname(lab)] for lab in raw_labels]
     return ClassificationData(path.stem, paths, np.array(labels, dtype=np.int64), names, str(path))
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backends import Backend
 from .cache import EmbeddingCache, image_key
 from .datasets import ClassificationData, RetrievalData
 from .metrics import class_embeddings, retrieval_metrics, zeroshot_metrics
+from .sources import EmbeddingSource
 from .templates import prompts_for
 
 ZEROSHOT_TASK = "zeroshot_classification"
@@ -27,11 +27,11 @@ class Stats:
 
 
 class Embedder:
-    """Embeddings by way of the cache: only the missing rows go to the backend, batch by batch,
+    """Embeddings by way of the cache: only the missing rows go to the source, batch by batch,
     and each batch is stored before the next one starts (so a killed run resumes)."""
 
-    def __init__(self, backend: Backend, cache: EmbeddingCache, batch_size: int = 32, progress: bool = True):
-        self.backend, self.cache = backend, cache
+    def __init__(self, source: EmbeddingSource, cache: EmbeddingCache, batch_size: int = 32, progress: bool = True):
+        self.source, self.cache = source, cache
         self.batch_size, self.progress = max(1, batch_size), progress
         self.stats = Stats()
 
@@ -52,7 +52,7 @@ class Embedder:
         found = self.cache.get_images(keys, max_num_patches)
         out, n_new = self._fill(
             keys, found,
-            lambda ks: self.backend.embed_images([path_of[k] for k in ks], max_num_patches),
+            lambda ks: self.source.embed_images([path_of[k] for k in ks], max_num_patches),
             lambda ks, v: self.cache.put_images(ks, max_num_patches, v),
             f"images @{max_num_patches}",
         )
@@ -62,19 +62,19 @@ class Embedder:
 
     def texts(self, texts: list[str]) -> np.ndarray:
         found = self.cache.get_texts(texts)
-        out, n_new = self._fill(texts, found, self.backend.embed_texts, self.cache.put_texts, "texts")
+        out, n_new = self._fill(texts, found, self.source.embed_texts, self.cache.put_texts, "texts")
         self.stats.texts_embedded += n_new
         self.stats.texts_cached += len(set(texts)) - n_new
         return out
 
 
-def make_record(backend: Backend, dataset: str, task: str, metrics: dict, language: str,
+def make_record(source: EmbeddingSource, dataset: str, task: str, metrics: dict, language: str,
                 max_num_patches: int, details: dict) -> dict:
     """One clip_benchmark result record, plus `max_num_patches` and a `sigserve` details block."""
     return {
         "dataset": dataset,
-        "model": backend.model_name,
-        "pretrained": backend.pretrained,
+        "model": source.model_name,
+        "pretrained": source.pretrained,
         "task": task,
         "metrics": metrics,
         "language": language,
@@ -97,7 +97,7 @@ def run_zeroshot(embedder: Embedder, data: ClassificationData, templates: list[s
     for n in lengths:
         scores = embedder.images(data.paths, n) @ classifier.T
         metrics = zeroshot_metrics(scores, data.labels)
-        records.append(make_record(embedder.backend, dataset or data.name, ZEROSHOT_TASK, metrics, "en", n, details))
+        records.append(make_record(embedder.source, dataset or data.name, ZEROSHOT_TASK, metrics, "en", n, details))
     return records
 
 
@@ -113,5 +113,5 @@ def run_retrieval(embedder: Embedder, data: RetrievalData, lengths: list[int],
             metrics = retrieval_metrics(images[img_idx], texts[cap_idx], owner)
             details = {"num_images": int(len(img_idx)), "num_texts": int(len(cap_idx))}
             name = dataset or data.name
-            records.append(make_record(embedder.backend, name, RETRIEVAL_TASK, metrics, lang, n, details))
+            records.append(make_record(embedder.source, name, RETRIEVAL_TASK, metrics, lang, n, details))
     return records

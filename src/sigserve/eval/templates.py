@@ -10,6 +10,8 @@ import string
 from importlib import resources
 from pathlib import Path
 
+from sigserve.errors import InvalidArgumentError
+
 BUILTIN_TEMPLATES = "clip"  # the 80 CLIP ImageNet templates plus "{}" (big_vision "clip_paper")
 BUILTIN_CLASSNAMES = "imagenet"  # CLIP ImageNet class names (big_vision CLIP_IMAGENET_CLASS_NAMES)
 
@@ -58,7 +60,7 @@ def load_templates(spec: str | None = None, canonical: bool = True) -> list[str]
         raw = read_lines(spec)
     bad = [t for t in raw if "{}" not in t]
     if bad:
-        raise ValueError(f"template without '{{}}' placeholder: {bad[0]!r}")
+        raise InvalidArgumentError(f"template without '{{}}' placeholder: {bad[0]!r}", "templates")
     return [canonical_template(t) for t in raw] if canonical else list(raw)
 
 

@@ -1,5 +1,5 @@
-"""Who may call, how often, and what they used: KeyStore (keys.py), RateLimiter (ratelimit.py)
-and UsageMeter (usage.py) behind three calls the routes make. Database work runs in threads,
+"""Who may call, how often, and what they used: sigserve.accounts' KeyStore, RateLimiter and
+UsageMeter behind the three calls the routes make. Database work runs in threads,
 never on the event loop."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import logging
 
 from fastapi import Request
 
+from sigserve.accounts.keys import AuthError, KeyRecord, KeyStore, bearer_token
+from sigserve.accounts.ratelimit import RateLimiter, rate_limit_headers
+from sigserve.accounts.usage import UsageMeter
 from sigserve.server.errors import APIError
-from sigserve.server.keys import AuthError, KeyRecord, KeyStore, bearer_token, database_url_for
-from sigserve.server.ratelimit import RateLimiter, rate_limit_headers
 from sigserve.server.schemas import Usage
 from sigserve.server.settings import Settings
-from sigserve.server.usage import UsageMeter
 
 log = logging.getLogger(__name__)
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -27,9 +27,9 @@ class Access:
         self.meter = meter
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Access":
+    def from_settings(cls, settings: Settings) -> Access:
         static = settings.api_key.get_secret_value() if settings.api_key else None
-        store = KeyStore(settings.database_url or database_url_for(settings.data_dir), static_key=static)
+        store = KeyStore(settings.resolved_database_url, static_key=static)
         limiter = RateLimiter(default_rpm=settings.default_rpm, default_images_per_min=settings.default_images_per_min)
         meter = UsageMeter(store, price_per_1k_images=settings.price_per_1k_images,
                            price_per_1m_tokens=settings.price_per_1m_tokens)
@@ -58,7 +58,8 @@ class Access:
         return headers
 
     async def record(self, key: KeyRecord, usage: Usage) -> None:
-        await self.meter.arecord(key.id, images=usage.images, patches=usage.patches, text_tokens=usage.prompt_tokens)
+        await self.meter.arecord(key.id, images=usage.images, patches=usage.patches, text_tokens=usage.prompt_tokens,
+                                 searches=getattr(usage, "searches", 0))  # collection searches (CollectionUsage)
 
     async def usage(self, key: KeyRecord) -> dict:
         return await asyncio.to_thread(self.meter.usage_response, key)

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
 import sigserve
-from sigserve.engine import Engine
-from sigserve.images import DEFAULT_MAX_PIXELS
-from sigserve.server import errors, routes
+from sigserve.engine import Engine, ServedModel
+from sigserve.server import collections, errors, routes
 from sigserve.server.access import Access
 from sigserve.server.fetch import ImageFetcher
 from sigserve.server.limits import BodyLimitMiddleware
@@ -25,25 +23,22 @@ from sigserve.server.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def load_model(settings: Settings) -> Any:
+def load_pipeline(settings: Settings) -> ServedModel:
     """The library model the settings describe (blocking: seconds to minutes)."""
-    # No backend named: let the library pick its default (it knows which one is fastest here).
-    chosen = {"backend": settings.backend} if settings.backend not in (None, "auto") else {}
-    return sigserve.load(settings.model, dummy=settings.dummy, precision=settings.precision,
-                         device=settings.resolved_device,
-                         max_image_pixels=settings.max_image_pixels or DEFAULT_MAX_PIXELS,
-                         jpeg_draft=settings.jpeg_draft, **chosen)
+    return sigserve.load(settings.model, dummy=settings.dummy, backend=settings.backend, precision=settings.precision,
+                         device=settings.resolved_device, max_image_pixels=settings.max_image_pixels,
+                         jpeg_draft=settings.jpeg_draft, text_cache_size=settings.label_cache_size)
 
 
-def create_app(settings: Settings, model: Any = None) -> FastAPI:
+def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
     """`model`: an already loaded library model (the CLI loads it first, to fail before binding
     a port); None loads it from the settings during startup."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loaded = model if model is not None else await asyncio.to_thread(load_model, settings)
-        if getattr(loaded, "dummy", False):
+        loaded = model if model is not None else await asyncio.to_thread(load_pipeline, settings)
+        if loaded.dummy:
             log.warning("serving a DUMMY model (random weights): embeddings are meaningless")
         engine = Engine(loaded, settings.engine_config(), observer=metrics)
         fetcher = ImageFetcher(max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,
@@ -51,10 +46,14 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
         access = await asyncio.to_thread(Access.from_settings, settings)
         engine.start()
         app.state.engine, app.state.access = engine, access
-        app.state.serving = Serving(engine, settings, fetcher)
+        app.state.serving = serving = Serving(engine, settings, fetcher)
+        # /ready says 200 only after every tower and the common grids ran once (lazy graph builds, the
+        # allocator's arenas): the first request then costs what the tenth does. /health answers meanwhile.
+        warm_up = asyncio.create_task(serving.warm_up())
         try:
             yield
         finally:
+            warm_up.cancel()
             engine.stop()
             await fetcher.aclose()
             access.close()
@@ -65,6 +64,7 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
     app.state.settings, app.state.metrics = settings, metrics
     errors.install(app, on_error=metrics.on_error)
     app.include_router(routes.router)
+    app.include_router(collections.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     return app

@@ -5,7 +5,8 @@ validation (422), Starlette's 404/405/413, or an unexpected exception (500, no t
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError

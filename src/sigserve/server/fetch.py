@@ -28,17 +28,6 @@ for the whole fetch including DNS and redirects.
 
 Errors are :class:`sigserve.errors.ImageFetchError` subclasses carrying the item index, so the
 server answers 400 with ``param: "input[i]"`` and ``code`` = the error's ``code``.
-
-Wiring (server side)::
-
-    fetcher = ImageFetcher(max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,
-                           max_redirects=3, allow_private=settings.allow_private_urls)
-    # lifespan: `await fetcher.aclose()` at shutdown (or `async with ImageFetcher(...)`)
-
-    kind = classify_reference(item)        # "url" | "data" | "base64" | None (plain text)
-    data = await fetcher.fetch(item, index=i)   # bytes, or raises ImageFetchError(index=i)
-    data = await fetcher.load(item, "input[3]") # the server's ImageSource protocol (sets .param)
-    # many at once: await asyncio.gather(*(fetcher.fetch(s, index=i) for i, s in refs))
 """
 
 from __future__ import annotations
@@ -55,6 +44,7 @@ from urllib.parse import unquote_to_bytes
 
 import httpx
 
+from sigserve import __version__
 from sigserve.errors import (
     ImageFetchError,
     ImageFetchTimeoutError,
@@ -73,6 +63,11 @@ METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
     "fd00:ec2::254", "fd00:ec2::23", "192.0.0.192",
 ))
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+# Defaults (the server's Settings take these; see docs/server.md).
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # per image, fetched or inline
+FETCH_TIMEOUT_S = 10.0  # the whole fetch: DNS, connect, redirects, body
+MAX_REDIRECTS = 3
 _REDIRECTS = {301, 302, 303, 307, 308}
 _DATA_URI = re.compile(r"^data:([a-z0-9.+-]+/[a-z0-9.+-]+)?((?:;[a-z0-9.+-]+(?:=[^;,]*)?)*),",
                        re.IGNORECASE)
@@ -179,7 +174,7 @@ def refusal_reason(ip: IPAddress, allow_private: bool = False,
 async def system_resolver(host: str, port: int) -> list[str]:
     """The addresses the system resolver gives for `host` (deduplicated, in order)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 # -- the fetcher --------------------------------------------------------------------------
@@ -193,13 +188,13 @@ class ImageFetcher:
     def __init__(
         self,
         *,
-        max_bytes: int = 20 * 1024 * 1024,
-        timeout_s: float = 10.0,
-        max_redirects: int = 3,
+        max_bytes: int = MAX_IMAGE_BYTES,
+        timeout_s: float = FETCH_TIMEOUT_S,
+        max_redirects: int = MAX_REDIRECTS,
         allow_private: bool = False,
         allowed_networks: Iterable[str] = (),
         resolver: Resolver | None = None,
-        user_agent: str = "sigserve-image-fetcher/0.1",
+        user_agent: str = f"sigserve-image-fetcher/{__version__}",
         verify: bool | ssl.SSLContext = True,
     ):
         self.max_bytes, self.timeout_s, self.max_redirects = max_bytes, timeout_s, max_redirects
@@ -237,15 +232,6 @@ class ImageFetcher:
             raise ImageURLRefusedError(index, f"unsupported reference scheme {scheme!r}")
         # Whatever else is handed to us as an image is taken as base64 (no magic required).
         return decode_base64(ref, index, self.max_bytes)
-
-    async def load(self, reference: str, param: str) -> bytes:
-        """The server's `ImageSource` protocol: like `fetch`, with the error's `param` set."""
-        m = re.search(r"\[(\d+)\]$", param or "")
-        try:
-            return await self.fetch(reference, index=int(m.group(1)) if m else None)
-        except ImageFetchError as exc:
-            exc.param = param
-            raise
 
     async def fetch_url(self, url: str, index: int | None = None) -> bytes:
         target = _parse_url(url, index)

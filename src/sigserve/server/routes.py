@@ -4,16 +4,23 @@ serving layer (cancelled if the client goes away), and records usage. Nothing el
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from sigserve.accounts.keys import KeyRecord
 from sigserve.server import schemas
 from sigserve.server.errors import APIError
-from sigserve.server.keys import KeyRecord
+from sigserve.server.serving import Prepared
 
-T = TypeVar("T")
+
+class _Metered(Protocol):
+    usage: schemas.Usage
+
+
+T = TypeVar("T", bound=_Metered)  # every response the routes serve carries its usage
 router = APIRouter()
 CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, but metrics show it
 
@@ -22,13 +29,15 @@ async def caller(request: Request) -> KeyRecord:
     return await request.app.state.access.authorize(request)
 
 
-async def _served(request: Request, response: Response, key: KeyRecord, images: int,
-                  work: Callable[[], Awaitable[T]]) -> T:
+async def _served(request: Request, response: Response, key: KeyRecord, body,
+                  work: Callable[[Prepared], Awaitable[T]]) -> T:
+    """Parse and check the body once, charge the rate limits for it, serve it, record the usage."""
     state = request.app.state
-    headers = await state.access.admit(key, images)
+    job = state.serving.prepare(body)
+    headers = await state.access.admit(key, job.images)
     response.headers.update(headers)
     request.state.response_headers = headers  # an error from here on still tells the client its limits
-    result = await _until_disconnect(request, work())
+    result = await _until_disconnect(request, work(job))
     await state.access.record(key, result.usage)
     state.metrics.on_usage(result.usage.images, result.usage.patches, result.usage.prompt_tokens)
     return result
@@ -66,10 +75,14 @@ async def health() -> schemas.Health:
 @router.get("/ready", response_model=schemas.Ready, tags=["probes"],
             responses={503: {"description": "model not loaded or inference worker dead"}})
 async def ready(request: Request):
-    """The model is loaded and the inference worker alive (readiness)."""
-    engine, settings = request.app.state.engine, request.app.state.settings
+    """The model is loaded, warmed up, and the inference worker alive (readiness)."""
+    engine, settings, serving = request.app.state.engine, request.app.state.settings, request.app.state.serving
     if not engine.ready:
         raise APIError(503, "not ready: the inference worker is not running", code="not_ready")
+    if serving.warm_up_error is not None:
+        raise APIError(503, f"not ready: warm-up failed: {serving.warm_up_error}", code="warm_up_failed")
+    if not serving.warm:
+        raise APIError(503, "not ready yet: warming up the model", code="warming_up", headers={"retry-after": "1"})
     return schemas.Ready(status="ready", model=settings.model_name, pending_items=engine.pending)
 
 
@@ -92,29 +105,25 @@ async def list_models(request: Request, key: KeyRecord = Depends(caller)) -> sch
 @router.post("/v1/embeddings", response_model=schemas.EmbeddingResponse, tags=["embeddings"])
 async def embeddings(body: schemas.EmbeddingRequest, request: Request, response: Response,
                      key: KeyRecord = Depends(caller)) -> schemas.EmbeddingResponse:
-    serving = request.app.state.serving
-    return await _served(request, response, key, serving.images_in(body), lambda: serving.embeddings(body))
+    return await _served(request, response, key, body, request.app.state.serving.embeddings)
 
 
 @router.post("/v1/classify", response_model=schemas.ClassifyResponse, tags=["classify"])
 async def classify(body: schemas.ClassifyRequest, request: Request, response: Response,
                    key: KeyRecord = Depends(caller)) -> schemas.ClassifyResponse:
-    serving = request.app.state.serving
-    return await _served(request, response, key, serving.images_in(body), lambda: serving.classify(body))
+    return await _served(request, response, key, body, request.app.state.serving.classify)
 
 
 @router.post("/v1/rerank", response_model=schemas.RerankResponse, response_model_exclude_none=True, tags=["rerank"])
 async def rerank(body: schemas.RerankRequest, request: Request, response: Response,
                  key: KeyRecord = Depends(caller)) -> schemas.RerankResponse:
-    serving = request.app.state.serving
-    return await _served(request, response, key, serving.images_in(body), lambda: serving.rerank(body))
+    return await _served(request, response, key, body, request.app.state.serving.rerank)
 
 
 @router.post("/v1/patch_features", response_model=schemas.PatchFeaturesResponse, tags=["patch features"])
 async def patch_features(body: schemas.PatchFeaturesRequest, request: Request, response: Response,
                          key: KeyRecord = Depends(caller)) -> schemas.PatchFeaturesResponse:
-    serving = request.app.state.serving
-    return await _served(request, response, key, serving.images_in(body), lambda: serving.patch_features(body))
+    return await _served(request, response, key, body, request.app.state.serving.patch_features)
 
 
 @router.get("/v1/usage", tags=["usage"])

@@ -5,22 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
-from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from sigserve.defaults import MAX_PATCHES, MIN_PATCHES, TRAINED_MAX_PATCHES
 from sigserve.engine import Engine
 from sigserve.errors import InputError
-from sigserve.images import MAX_PATCHES, MIN_PATCHES, TRAINED_MAX_PATCHES
-from sigserve.prompts import build_prompts, check_templates, class_embeddings
+from sigserve.prompts import build_prompts, check_templates, label_matrix
 from sigserve.scoring import l2_normalize
 from sigserve.server import schemas
 from sigserve.server.errors import APIError, input_error
-from sigserve.server.inputs import ImageSource, Item, parse_item, parse_items, require_images
+from sigserve.server.inputs import ImageSource, Item, parse_item, parse_items, require_images, token_id_input
 from sigserve.server.settings import Settings
+
+R = TypeVar("R")
+log = logging.getLogger(__name__)
+WARM_UP_SHAPES = [(480, 640), (640, 480), (1080, 1920), (1920, 1080), (512, 512)]  # (height, width)
+TOKEN_IDS_REFUSED = (
+    "input holds token ids; sigserve takes text as strings. Token ids come from another model's tokenizer "
+    "(tiktoken, for OpenAI models) and mean nothing to SigLIP 2, which tokenizes text itself. Send the text "
+    "instead; with LangChain's OpenAIEmbeddings, pass check_embedding_ctx_length=False.")
 
 CAPABILITIES = ["embeddings", "classify", "rerank", "patch_features"]
 
@@ -34,26 +43,19 @@ class Encoded:
     features: dict[int, np.ndarray] = field(default_factory=dict)  # item position -> (rows, cols, D)
 
 
-class TextCache:
-    """Bounded LRU of normalised text embeddings (classify labels repeat across requests)."""
+@dataclass
+class Prepared(Generic[R]):
+    """A request body checked and parsed once (model, item kinds and counts): what the rate limits
+    charge, then what the route serves."""
 
-    def __init__(self, size: int):
-        self.size = size
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
+    body: R
+    items: list[Item]  # input items; rerank: the documents
+    query: Item | None = None  # rerank
+    prompts: list[str] = field(default_factory=list)  # classify: labels x templates
 
-    def get(self, text: str) -> np.ndarray | None:
-        hit = self._data.get(text)
-        if hit is not None:
-            self._data.move_to_end(text)
-        return hit
-
-    def put(self, text: str, vector: np.ndarray) -> None:
-        if self.size <= 0:
-            return
-        self._data[text] = vector
-        self._data.move_to_end(text)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
+    @property
+    def images(self) -> int:
+        return sum(it.kind == "image" for it in [*self.items, *([self.query] if self.query else [])])
 
 
 class Serving:
@@ -61,8 +63,56 @@ class Serving:
         self.engine = engine
         self.settings = settings
         self.images = images
-        self.labels = TextCache(settings.label_cache_size)
         self.created = int(time.time())
+        self.warm = False
+        self.warm_up_error: str | None = None
+
+    async def warm_up(self) -> None:
+        """Run the text tower once and the image tower on the common photo shapes at the default length."""
+        try:
+            await self.engine.embed_texts(["warm-up"])
+            for height, width in WARM_UP_SHAPES:
+                image = np.zeros((height, width, 3), np.uint8)
+                patches = await self.engine.load_images([image], self.settings.default_max_num_patches)
+                await self.engine.embed_images(patches)
+            self.warm = True
+        except Exception as exc:  # noqa: BLE001 - reported by /ready, never hidden
+            self.warm_up_error = f"{type(exc).__name__}: {exc}"
+            log.error("warm-up failed: %s", self.warm_up_error, exc_info=exc)
+
+    # -- parsing (before the rate limits are charged) ------------------------------------------
+
+    def prepare(self, req: Any) -> Prepared[Any]:
+        self._check_model(req.model)
+        if isinstance(req, schemas.EmbeddingRequest):
+            if token_id_input(req.input):
+                raise APIError(400, TOKEN_IDS_REFUSED, param="input", code="token_ids_not_supported")
+            uris = self.settings.detect_image_data_uris
+            return Prepared(req, self._items(parse_items(req.input, "input", req.modality, data_uris_are_images=uris)))
+        if isinstance(req, schemas.RerankRequest):
+            return self._prepare_rerank(req)
+        assert isinstance(req, (schemas.ClassifyRequest, schemas.PatchFeaturesRequest))
+        items = self._items(parse_items(req.input, "input", "image", single_name=False))
+        require_images(items, "classify" if isinstance(req, schemas.ClassifyRequest) else "patch_features")
+        if not isinstance(req, schemas.ClassifyRequest):
+            return Prepared(req, items)
+        if len(req.labels) > self.settings.max_labels:
+            raise APIError(400, f"at most {self.settings.max_labels} labels per request", param="labels")
+        # InvalidArgumentError (a template without {}) -> 400 naming templates[i]
+        return Prepared(req, items, prompts=build_prompts(req.labels, check_templates(req.templates)))
+
+    def _prepare_rerank(self, req: schemas.RerankRequest) -> Prepared[schemas.RerankRequest]:
+        uris = self.settings.detect_image_data_uris
+        query = parse_item(req.query, "query", data_uris_are_images=uris)
+        docs = self._items(parse_items(req.documents, "documents", data_uris_are_images=uris))
+        kinds = {d.kind for d in docs}
+        if len(kinds) > 1:
+            raise APIError(400, "documents must be all texts or all images", param="documents")
+        if query.kind in kinds:
+            raise APIError(400, f"SigLIP 2 scores an image against a text: a {query.kind} query needs "
+                                f"{'image' if query.kind == 'text' else 'text'} documents", param="documents",
+                           code="same_modality")
+        return Prepared(req, docs, query=query)
 
     # -- routes --------------------------------------------------------------------------------
 
@@ -80,14 +130,13 @@ class Serving:
         )
         return schemas.ModelList(data=[card])
 
-    async def embeddings(self, req: schemas.EmbeddingRequest) -> schemas.EmbeddingResponse:
-        self._check_model(req.model)
+    async def embeddings(self, job: Prepared[schemas.EmbeddingRequest]) -> schemas.EmbeddingResponse:
+        req, items = job.body, job.items
         dim = self.engine.model.embedding_dim
         if req.dimensions is not None and req.dimensions != dim:
             raise APIError(400, f"dimensions={req.dimensions} is not available: SigLIP 2 is not Matryoshka-trained, "
                                 f"so truncated embeddings lose accuracy; omit `dimensions` or send {dim}",
                            param="dimensions", code="unsupported_dimensions")
-        items = self._items(parse_items(req.input, "input", req.modality))
         with self.engine.admit(len(items)):
             enc = await self.encode(items, self._patches(req.max_num_patches))
         vectors = l2_normalize(enc.vectors) if req.normalize else enc.vectors
@@ -95,13 +144,8 @@ class Serving:
                 for i, v in enumerate(vectors)]
         return schemas.EmbeddingResponse(data=data, model=req.model, usage=enc.usage)
 
-    async def classify(self, req: schemas.ClassifyRequest) -> schemas.ClassifyResponse:
-        self._check_model(req.model)
-        items = self._items(parse_items(req.input, "input", "image", single_name=False))
-        require_images(items, "classify")
-        if len(req.labels) > self.settings.max_labels:
-            raise APIError(400, f"at most {self.settings.max_labels} labels per request", param="labels")
-        prompts = _prompts(req.labels, req.templates)
+    async def classify(self, job: Prepared[schemas.ClassifyRequest]) -> schemas.ClassifyResponse:
+        req, items, prompts = job.body, job.items, job.prompts
         with self.engine.admit(len(items) + len(prompts)):
             enc = await self.encode(items, self._patches(req.max_num_patches))
             classes, tokens = await self.label_embeddings(req.labels, prompts)
@@ -110,17 +154,9 @@ class Serving:
         data = [_classification(i, row, req) for i, row in enumerate(probs)]
         return schemas.ClassifyResponse(data=data, model=req.model, usage=enc.usage)
 
-    async def rerank(self, req: schemas.RerankRequest) -> schemas.RerankResponse:
-        self._check_model(req.model)
-        query = parse_item(req.query, "query")
-        docs = self._items(parse_items(req.documents, "documents"))
-        kinds = {d.kind for d in docs}
-        if len(kinds) > 1:
-            raise APIError(400, "documents must be all texts or all images", param="documents")
-        if query.kind in kinds:
-            raise APIError(400, f"SigLIP 2 scores an image against a text: a {query.kind} query needs "
-                                f"{'image' if query.kind == 'text' else 'text'} documents", param="documents",
-                           code="same_modality")
+    async def rerank(self, job: Prepared[schemas.RerankRequest]) -> schemas.RerankResponse:
+        req, query, docs = job.body, job.query, job.items
+        assert query is not None
         with self.engine.admit(1 + len(docs)):
             enc = await self.encode([query, *docs], self._patches(req.max_num_patches))
         vectors = l2_normalize(enc.vectors)
@@ -131,10 +167,8 @@ class Serving:
                                         document=_document(docs[j]) if req.return_documents else None) for j in order]
         return schemas.RerankResponse(results=results, model=req.model, usage=enc.usage)
 
-    async def patch_features(self, req: schemas.PatchFeaturesRequest) -> schemas.PatchFeaturesResponse:
-        self._check_model(req.model)
-        items = self._items(parse_items(req.input, "input", "image", single_name=False))
-        require_images(items, "patch_features")
+    async def patch_features(self, job: Prepared[schemas.PatchFeaturesRequest]) -> schemas.PatchFeaturesResponse:
+        req, items = job.body, job.items
         with self.engine.admit(len(items)):
             enc = await self.encode(items, self._patches(req.max_num_patches), features=True)
         dtype = np.float16 if req.dtype == "float16" else np.float32
@@ -146,16 +180,6 @@ class Serving:
             data.append(schemas.PatchFeatures(index=i, rows=rows, cols=cols, dim=dim, dtype=req.dtype,
                                               features=_encode(flat, req.encoding_format, dtype)))
         return schemas.PatchFeaturesResponse(data=data, model=req.model, usage=enc.usage)
-
-    def images_in(self, req) -> int:
-        """How many images a request carries (what the images-per-minute limit charges)."""
-        if isinstance(req, schemas.EmbeddingRequest):
-            items = parse_items(req.input, "input", req.modality)
-        elif isinstance(req, schemas.RerankRequest):
-            items = [parse_item(req.query, "query"), *parse_items(req.documents, "documents")]
-        else:
-            items = parse_items(req.input, "input", "image")
-        return sum(it.kind == "image" for it in items)
 
     # -- the shared path -----------------------------------------------------------------------
 
@@ -188,19 +212,16 @@ class Serving:
         return await self.engine.embed_images(patches, features=features)
 
     async def label_embeddings(self, labels: list[str], prompts: list[str]) -> tuple[np.ndarray, int]:
-        """(L, D) class embeddings as the library builds them (mean of normalised prompt embeddings,
-        re-normalised), through the LRU; also the text tokens actually computed."""
-        fresh: dict[str, np.ndarray] = {}
-        missing = [p for p in dict.fromkeys(prompts) if self.labels.get(p) is None]
+        """(L, D) class embeddings as the library builds them, through the model's own text cache
+        (Pipeline.text_cache; embedded here on the worker thread); also the text tokens computed."""
+        cache = self.engine.model.text_cache
+        hits, missing = cache.split(prompts)
         tokens = 0
         if missing:
             out = await self.engine.embed_texts(missing)
             tokens = sum(out.lengths)
-            for p, v in zip(missing, l2_normalize(out.embeddings)):
-                fresh[p] = v
-                self.labels.put(p, v)
-        emb = np.stack([fresh[p] if p in fresh else self.labels.get(p) for p in prompts])
-        return class_embeddings(emb.reshape(len(labels), len(prompts) // len(labels), -1)), tokens
+            hits.update(cache.add(missing, l2_normalize(out.embeddings)))
+        return label_matrix(prompts, hits, len(labels)), tokens
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -239,15 +260,13 @@ def _encode(x: np.ndarray, encoding_format: str, dtype) -> list | str:
     return x.tolist()
 
 
-def _prompts(labels: list[str], templates: list[str] | None) -> list[str]:
-    return build_prompts(labels, check_templates(templates))  # InvalidArgumentError -> 400 naming templates[i]
-
-
 def _classification(index: int, row: np.ndarray, req: schemas.ClassifyRequest) -> schemas.Classification:
-    order = np.argsort(-row, kind="stable")
-    best = int(order[0])
+    """Labels best first; with a threshold only those at or above it, and no prediction if none is."""
+    order = [int(j) for j in np.argsort(-row, kind="stable")]
     keep = [j for j in order if req.threshold is None or row[j] >= req.threshold][: req.top_k]
-    return schemas.Classification(index=index, prediction=req.labels[best], score=float(row[best]),
+    best = keep[0] if keep else None
+    return schemas.Classification(index=index, prediction=None if best is None else req.labels[best],
+                                  score=None if best is None else float(row[best]),
                                   predictions=[schemas.LabelScore(label=req.labels[j], score=float(row[j])) for j in keep])
 
 

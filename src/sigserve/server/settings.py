@@ -1,74 +1,105 @@
-"""One settings object for the server. The CLI builds it from its flags (anything not given comes
-from SIGSERVE_* environment variables, then the defaults below) and hands it to create_app."""
+"""One settings object for the server: every field is a `sigserve serve` flag (generated from this
+class, sigserve.cli.serve) and a SIGSERVE_* environment variable; flags win, then the environment,
+then the defaults, which come from the module that owns each fact. docs/server.md's table is
+generated from here too (`python -m sigserve.server.settings`), and a test keeps it in step."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sigserve import defaults, paths
+from sigserve.accounts.keys import database_url_for
+from sigserve.backends import BackendChoice, Precision
+from sigserve.defaults import LoadFormat
 from sigserve.engine import EngineConfig
-from sigserve.server.keys import default_data_dir
+from sigserve.server import fetch
+
+ENV_PREFIX = "SIGSERVE_"
+_ENGINE = EngineConfig()  # the engine owns its defaults; the settings only expose them
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SIGSERVE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # -- model --------------------------------------------------------------------------------
-    model: str = Field("google/siglip2-base-patch16-naflex", description="hub id, HF cache name or local folder")
-    served_model_name: str | None = Field(None, description="the id clients send as `model` (default: --model)")
-    load_format: Literal["auto", "dummy"] = Field("auto", description="dummy: real architecture, random weights")
-    backend: str | None = Field(None, description="None or auto: the library picks the fastest exact backend")
-    precision: str = "fp32"
-    device: str = Field("auto", description="cpu, cuda, cuda:N, or auto (cuda when torch sees a GPU)")
+    model: str = Field(defaults.DEFAULT_MODEL, description="Hub id (fetched once, then cached) or a local folder.")
+    served_model_name: str | None = Field(None, description="The id clients send as `model` (default: --model).")
+    load_format: LoadFormat = Field(
+        "auto", description="dummy: the real architecture with random weights and a stand-in tokenizer (load tests).")
+    backend: BackendChoice = Field(
+        "auto", description="Inference backend; auto: the measured fastest exact one for the device.")
+    precision: Precision = Field(
+        "fp32", description="fp32 is exact; int8 (onnx) and bf16/fp16 (torch on CUDA) are opt-in approximations.")
+    device: str = Field("auto", description="cpu, cuda, cuda:N, or auto (cuda when torch sees a GPU).")
+    jpeg_draft: bool = Field(False, description="Decode large JPEGs at a reduced DCT scale: faster, not bit-exact.")
 
     # -- network ------------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    log_level: str = "info"
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "info", description="uvicorn's log level.")
 
-    # -- access, metering (keys.py / usage.py / ratelimit.py when configured) -------------------
-    api_key: SecretStr | None = Field(None, description="one static bearer key; none and no database: open access")
-    data_dir: Path = Field(default_factory=default_data_dir, description="where the default SQLite database lives")
-    database_url: str | None = Field(None, description="SQLAlchemy URL for keys and usage (default: SQLite in data_dir)")
-    price_per_1k_images: float = Field(0.0, ge=0, description="advertised in /v1/models and used for usage cost")
-    price_per_1m_tokens: float = Field(0.0, ge=0)
-    default_rpm: int | None = Field(None, ge=0, description="requests per minute for keys without their own limit")
-    default_images_per_min: int | None = Field(None, ge=0, description="images per minute for keys without their own")
+    # -- access and metering ------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        None, description="A static admin bearer key. Without it and without keys in the database: open access.")
+    data_dir: Path = Field(default_factory=paths.data_dir, json_schema_extra={"shown": "~/.local/share/sigserve"},
+                           description="Folder of the default SQLite database (keys, usage).")
+    database_url: str | None = Field(None, description="SQLAlchemy URL for keys and usage (default: SQLite in data_dir).")
+    collections_uri: str | None = Field(None, description="LanceDB URI of the collections (default: data_dir/collections).")
+    collections_index_threshold: int | None = Field(
+        None, ge=0, description="Rows from which a collection gets an ANN index (default: 100000).")
+    price_per_1k_images: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost.")
+    price_per_1m_tokens: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost.")
+    default_rpm: int | None = Field(None, ge=1, description="Requests per minute for keys without their own limit.")
+    default_images_per_min: int | None = Field(None, ge=1, description="Images per minute for keys without their own limit.")
 
-    # -- image fetching (fetch.py) ----------------------------------------------------------------
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="per image, fetched or inline")
-    fetch_timeout_s: float = Field(10.0, gt=0)
-    allow_private_urls: bool = Field(False, description="let image URLs reach private networks (SSRF risk)")
+    # -- image fetching -------------------------------------------------------------------------
+    max_image_bytes: int = Field(fetch.MAX_IMAGE_BYTES, ge=1, description="Bytes per image, fetched or inline.")
+    fetch_timeout_s: float = Field(fetch.FETCH_TIMEOUT_S, gt=0, description="Seconds for one image URL fetch.")
+    allow_private_urls: bool = Field(False, description="Let image URLs reach private networks (SSRF risk).")
 
     # -- engine -------------------------------------------------------------------------------
-    max_batch_images: int | None = Field(None, ge=1, description="default: 8 on CPU, 64 on a GPU (measured best)")
-    max_batch_texts: int = Field(32, ge=1)
-    max_wait_ms: float = Field(5.0, ge=0)
-    max_pending_items: int = Field(256, ge=1, description="backlog bound; beyond it requests get 429")
-    preprocess_threads: int = Field(2, ge=1)
-    request_timeout_s: float = Field(120.0, gt=0)
-    retry_after_s: float = Field(1.0, gt=0)
+    max_batch_images: int | None = Field(None, ge=1, description="Images per inference batch "
+                                         f"(default: {defaults.DEFAULT_IMAGE_BATCH} on CPU, 64 on a GPU: measured best).")
+    max_batch_texts: int = Field(_ENGINE.max_batch_texts, ge=1, description="Texts per inference batch.")
+    max_wait_ms: float = Field(_ENGINE.max_wait_ms, ge=0, description="How long a batch may wait to fill.")
+    max_pending_items: int = Field(_ENGINE.max_pending_items, ge=1,
+                                   description="Backlog bound (items admitted, unfinished); beyond it, 429.")
+    preprocess_threads: int = Field(_ENGINE.preprocess_threads, ge=1, description="Image decode and resize threads.")
+    request_timeout_s: float = Field(_ENGINE.timeout_s, gt=0, description="Longest wait for inference (then 503).")
+    retry_after_s: float = Field(_ENGINE.retry_after_s, gt=0, description="What a 429 for a full queue tells clients.")
 
-    # -- limits -------------------------------------------------------------------------------
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
-    max_items: int = Field(256, ge=1, description="input items per request")
-    max_labels: int = Field(256, ge=1, description="labels per classify request")
-    max_image_pixels: int | None = Field(None, ge=1, description="decompression-bomb guard (default: the model's)")
-    jpeg_draft: bool = Field(False, description="decode large JPEGs at reduced DCT scale: faster, not bit-exact (docs/benchmarks.md)")
-    default_max_num_patches: int = Field(256, ge=16, le=4096)
-    label_cache_size: int = Field(4096, ge=0, description="text embeddings kept for classify labels (LRU)")
+    # -- request limits -------------------------------------------------------------------------
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    max_items: int = Field(256, ge=1, description="Input items per request.")
+    max_labels: int = Field(256, ge=1, description="Labels per classify request.")
+    max_image_pixels: int = Field(defaults.DEFAULT_MAX_IMAGE_PIXELS, ge=1,
+                                  description="Pixels per decoded image (decompression-bomb guard).")
+    default_max_num_patches: int = Field(defaults.DEFAULT_MAX_NUM_PATCHES, ge=defaults.MIN_PATCHES,
+                                         le=defaults.MAX_PATCHES,
+                                         description="NaFlex patches per image when a request names none.")
+    label_cache_size: int = Field(defaults.DEFAULT_TEXT_CACHE_SIZE, ge=0,
+                                  description="Prompt embeddings kept for classify labels (LRU).")
+    detect_image_data_uris: bool = Field(
+        True, description="Embed a plain input string that is a data:image/...;base64 URI as an image (what LangChain, "
+                          "LlamaIndex and LiteLLM send); off: every plain string is text.")
 
-    @model_validator(mode="after")
-    def _resolve(self) -> "Settings":
-        self.data_dir = self.data_dir.expanduser()
-        return self
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
 
     @property
     def model_name(self) -> str:
         return self.served_model_name or self.model
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or database_url_for(self.data_dir)
 
     @property
     def resolved_device(self) -> str:
@@ -83,13 +114,48 @@ class Settings(BaseSettings):
         return self.load_format == "dummy"
 
     def engine_config(self) -> EngineConfig:
+        cpu = self.resolved_device == "cpu"
         return EngineConfig(
-            max_batch_images=self.max_batch_images or (8 if self.resolved_device == "cpu" else 64),
+            max_batch_images=self.max_batch_images or (defaults.DEFAULT_IMAGE_BATCH if cpu else 64),
             max_batch_texts=self.max_batch_texts,
             max_wait_ms=self.max_wait_ms,
             max_pending_items=self.max_pending_items,
             preprocess_threads=self.preprocess_threads,
-            max_image_pixels=self.max_image_pixels,
             timeout_s=self.request_timeout_s,
             retry_after_s=self.retry_after_s,
         )
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def markdown_table() -> str:
+    """The settings table of docs/server.md: flag, environment variable, default, meaning."""
+    rows = ["| flag | environment variable | default | what |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = extra.get("shown", field.default)
+        shown = "none" if default is None else f"`{default}`"
+        rows.append(f"| `{flag(name)}` | `{env_var(name)}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
+def rewrite_table(markdown: Path) -> None:
+    """Replace the settings table in a Markdown file (from its header row to the end marker)."""
+    text = markdown.read_text()
+    start, end = text.index("| flag | environment variable |"), text.index("<!-- end of settings table -->")
+    markdown.write_text(text[:start] + markdown_table() + "\n" + text[end:])
+
+
+if __name__ == "__main__":  # python -m sigserve.server.settings [docs/server.md]: print, or rewrite that file's table
+    import sys
+
+    if len(sys.argv) > 1:
+        rewrite_table(Path(sys.argv[1]))
+    else:
+        print(markdown_table())

@@ -1,0 +1,39 @@
+"""What the engine needs from a model: the low-level half of sigserve.Pipeline. The engine decodes
+in a thread pool (preprocess, tokenize) and infers on one worker thread (encode_*); scoring is pure
+arithmetic on two of the checkpoint's scalars and runs anywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from sigserve.images import Patches
+from sigserve.textcache import TextEmbeddingCache
+from sigserve.tokenizer import TokenBatch
+
+
+class ServedModel(Protocol):
+    embedding_dim: int
+    dummy: bool
+    text_cache: TextEmbeddingCache  # normalised prompt embeddings, shared with the library's classify
+
+    def preprocess(self, item: Any, index: int | None = None, max_num_patches: int = ...) -> Patches:
+        """Decode one image (path, bytes, PIL, array) and cut it into NaFlex patches; raises InputError(index)."""
+        ...
+
+    def encode_patches(self, patches: list[Patches], with_features: bool = False
+                       ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """Raw pooled (B, D) and, if asked, each image's (rows, cols, D) grid."""
+        ...
+
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch: ...
+
+    def encode_token_ids(self, ids: np.ndarray) -> np.ndarray:
+        """(B, 64) int64 -> raw pooled (B, D)."""
+        ...
+
+    def probabilities(self, image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
+        """(n_img, n_txt) sigmoid probabilities from L2-normalised embeddings."""
+        ...

@@ -1,1 +1,0 @@
-"""Tests of the server parts: keys, usage, rate limits, image fetching, keys CLI."""
