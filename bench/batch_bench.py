@@ -1,8 +1,8 @@
 """`sigserve batch` against `model.embed_images` in one process, on the same files (a benchmark, never a
 test; about 20 minutes on 2 cores with the defaults). Run it on a quiet machine.
 
-    python bench/batch_bench.py                       # full-size random weights, 160 1080p JPEGs, 2 rounds
-    python bench/batch_bench.py --tiny --images 40 --rounds 1   # checks the script itself in a few minutes
+    python -m bench.batch_bench                       # full-size random weights, 160 1080p JPEGs, 2 rounds
+    python -m bench.batch_bench --tiny --images 40 --rounds 1   # checks the script itself in a few minutes
 
 Each round runs, one after the other, on the same JPEGs and the same weights (`--load-format dummy`: the
 real architecture, random weights, written once to SIGSERVE_CACHE):
@@ -38,12 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests" / "batch"))
-
-from http_bench import hd_jpegs  # noqa: E402
-from ray_local_cluster import LocalRayCluster  # noqa: E402
+from bench.http_bench import hd_jpegs
+from tests.batch.ray_local_cluster import LocalRayCluster
 
 FULL_MODEL = "google/siglip2-base-patch16-naflex"  # with --load-format dummy: its config, random weights
 TINY_CONFIG = {"model_type": "siglip2",
@@ -140,7 +136,7 @@ def main() -> None:
 
     print(f"# batch_bench {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} cpus, loadavg "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; model {'tiny' if a.tiny else FULL_MODEL} (random weights)")
-    print(f"# command: python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}")
+    print(f"# command: python -m bench.batch_bench {' '.join(sys.argv[1:])}")
     print(f"inputs: {len(paths)} 1920x1080 JPEGs, {a.max_num_patches} patches, batch {a.batch_size}", flush=True)
 
     runs: dict[str, list[dict]] = {"in-process": [], "local": [], "cluster": []}

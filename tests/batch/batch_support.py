@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,16 @@ def read_output(dest: Path) -> pa.Table:
 
 def embeddings(table: pa.Table) -> np.ndarray:
     return np.array(table["embedding"].to_pylist(), np.float32)
+
+
+def write_shard(path, samples: list[dict[str, bytes]], truncate: bool = False):
+    """A WebDataset tar: per sample, members named <key>.<ext>."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for sample in samples:
+            for name, data in sample.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    path.write_bytes(data[: len(data) * 2 // 3] if truncate else data)

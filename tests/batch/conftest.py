@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from batch_support import make_images  # noqa: E402
-from ray_local_cluster import LocalRayCluster  # noqa: E402
+from tests.batch.batch_support import make_images
+from tests.batch.ray_local_cluster import LocalRayCluster
 
 
 @pytest.fixture(scope="session")

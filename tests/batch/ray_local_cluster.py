@@ -46,7 +46,7 @@ class LocalRayCluster:
         # by everyone on the machine.
         self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
 
-    def start(self, timeout_s: float = 120.0) -> "LocalRayCluster":
+    def start(self, timeout_s: float = 120.0) -> LocalRayCluster:
         try:
             for i, cpus in enumerate(self.cpus_per_node):
                 self._ray_start(self._node_args(head=i == 0, cpus=cpus), timeout_s)
@@ -72,9 +72,9 @@ class LocalRayCluster:
         self.groups.append(proc.pid)  # its session's process group: every daemon it starts
         try:
             out, _ = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             proc.kill()
-            raise RuntimeError(f"`ray {' '.join(args[:2])}` did not finish within {timeout_s:.0f} s")
+            raise RuntimeError(f"`ray {' '.join(args[:2])}` did not finish within {timeout_s:.0f} s") from exc
         if proc.returncode != 0:
             raise RuntimeError(f"`ray {' '.join(args[:2])}` failed ({proc.returncode}): {out[-2000:]}")
 

@@ -3,22 +3,20 @@ Parquet sink's commit and resume rules. (The whole job on a real cluster: test_b
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from batch_support import BAD_IMAGES, good_images
 
 from sigserve.batch.read import read_files, read_shards
 from sigserve.batch.schema import DATA, DONE, ERROR, ID, LOCATION, PATH
 from sigserve.batch.sink import MANIFEST, ParquetSink
 from sigserve.batch.sources import open_source
 from sigserve.errors import BatchError
+from tests.batch.batch_support import BAD_IMAGES, good_images, write_shard
 
 
 def test_folder_lists_images_recursively_with_relative_ids(image_folder):
@@ -44,7 +42,7 @@ def test_manifest_paths_ids_and_metadata(tmp_path, image_folder, fmt):
             "label": ["cat", "dog", "none"]}
     path = tmp_path / f"items.{fmt}"
     if fmt == "csv":
-        path.write_text("id,image_path,label\n0007,%s,cat\n0008,rel/x.jpg,dog\n0009,,none\n" % rows["image_path"][0])
+        path.write_text(f"id,image_path,label\n0007,{rows['image_path'][0]},cat\n0008,rel/x.jpg,dog\n0009,,none\n")
     elif fmt == "jsonl":
         path.write_text("".join(json.dumps({k: v[i] for k, v in rows.items()}) + "\n" for i in range(3)))
     else:
@@ -85,19 +83,6 @@ def test_read_files_never_raises(tmp_path):
     assert errors[1].startswith("image_fetch_failed: cannot read") and "missing.jpg" in errors[1]
     assert errors[2].startswith("image_fetch_too_large:")
     assert errors[3] == "image_fetch_failed: no path or URL given"
-
-
-def write_shard(path, samples: list[dict[str, bytes]], truncate: bool = False):
-    """A WebDataset tar: per sample, members named <key>.<ext>."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for sample in samples:
-            for name, data in sample.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    data = buf.getvalue()
-    path.write_bytes(data[: len(data) * 2 // 3] if truncate else data)
 
 
 def test_tar_shards_samples_sidecars_resume_and_breaks(tmp_path):
@@ -185,7 +170,7 @@ def test_sink_drops_uncommitted_parts_and_refuses_foreign_folders(tmp_path):
 def test_collection_destination_is_not_there_yet():
     from sigserve.batch.sink import open_sink
 
-    with pytest.raises(BatchError, match="collections are not available"):
+    with pytest.raises(BatchError, match="cannot write into a collection yet"):
         open_sink("collection:photos", pa.schema([]))
 
 

@@ -14,12 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from batch_support import BAD_IMAGES, embeddings, good_images, read_output
-from test_batch_inputs import write_shard
 
 from sigserve.batch import INSTALL_HINT, embed
 from sigserve.batch.sink import CRASH_ENV, MANIFEST
 from sigserve.errors import BatchError
+from tests.batch.batch_support import BAD_IMAGES, embeddings, good_images, read_output, write_shard
 
 PATCHES = 64  # not the default (so the setting is seen to travel to the actors), and quick
 

@@ -11,6 +11,7 @@ import os
 import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -18,6 +19,9 @@ from sigserve.batch.schema import DATA, DONE, ERROR, ID, LOCATION, PATH, error_t
 from sigserve.batch.sources import KEY, SHARD, TAR_METADATA, TAR_SIDECARS, filesystem
 from sigserve.errors import ImageFetchError, ImageFetchTooLargeError
 from sigserve.images import IMAGE_EXTENSIONS
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # per image file: a guard against reading huge non-images whole
 READ_THREADS = 8  # concurrent reads per batch: object stores and HTTP answer slowly but in parallel
@@ -60,7 +64,7 @@ class Reader:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._http = None
+        self._http: httpx.Client | None = None
         self._filesystems: dict[str, tuple] = {}
 
     def read(self, location: str) -> tuple[bytes | None, str | None]:
@@ -72,7 +76,9 @@ class Reader:
             with self.open(location) as f:
                 return self._bounded(f, location), None
         except Exception as exc:  # noqa: BLE001 - any failure is this row's, never the job's
-            return None, error_text(exc if isinstance(exc, ImageFetchError) else ImageFetchError(None, f"cannot read {location}: {exc}"))
+            if not isinstance(exc, ImageFetchError):
+                exc = ImageFetchError(None, f"cannot read {location}: {exc}")
+            return None, error_text(exc)
 
     def open(self, location: str):
         if "://" not in location:
@@ -154,9 +160,14 @@ def _take(sample: dict, ext: str, member: tarfile.TarInfo, tar: tarfile.TarFile,
             sample["error"] = error_text(ImageFetchTooLargeError(None, f"{member.name} has {member.size} bytes, "
                                                                        f"more than the limit of {max_bytes}"))
         else:
-            sample["image"], sample["member"] = tar.extractfile(member).read(), member.name
+            sample["image"], sample["member"] = _contents(tar, member), member.name
     elif ext in TAR_SIDECARS:
-        sample[ext] = tar.extractfile(member).read().decode("utf-8", errors="replace")
+        sample[ext] = _contents(tar, member).decode("utf-8", errors="replace")
+
+
+def _contents(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    f = tar.extractfile(member)  # None only for what is not a regular file, which _samples skips
+    return f.read() if f is not None else b""
 
 
 def _finish(sample: dict, shard: str, done: set[str]) -> Iterator[dict]:

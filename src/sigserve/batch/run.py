@@ -27,6 +27,7 @@ from sigserve.batch.schema import BUSY_S, ERROR, PEAK_RSS, STATS_COLUMNS, WORKER
 from sigserve.batch.sink import DEFAULT_PART_ROWS, open_sink
 from sigserve.batch.sources import open_source
 from sigserve.batch.worker import Embedder
+from sigserve.defaults import DEFAULT_IMAGE_BATCH, DEFAULT_MAX_NUM_PATCHES, DEFAULT_MODEL
 from sigserve.errors import BatchError, InvalidArgumentError
 from sigserve.images import check_max_num_patches
 from sigserve.pipeline import BUCKET_BATCHES, MAX_WINDOW
@@ -73,8 +74,9 @@ def require_ray():
     return ray
 
 
-def embed(src: str, dest: str, *, model: str, dummy: bool = False, backend: str | None = None,
-          precision: str = "fp32", max_num_patches: int = 256, batch_size: int = 8, workers: int | None = None,
+def embed(src: str, dest: str, *, model: str = DEFAULT_MODEL, dummy: bool = False, backend: str | None = None,
+          precision: str = "fp32", max_num_patches: int = DEFAULT_MAX_NUM_PATCHES, batch_size: int = DEFAULT_IMAGE_BATCH,
+          workers: int | None = None,
           threads: int | None = None, ray_address: str | None = None, resume: bool = False,
           part_rows: int = DEFAULT_PART_ROWS, path_column: str | None = None, id_column: str | None = None,
           max_image_bytes: int = DEFAULT_MAX_BYTES, progress: bool = True) -> Summary:
@@ -93,7 +95,8 @@ def embed(src: str, dest: str, *, model: str, dummy: bool = False, backend: str 
                 "precision": precision, "max_num_patches": max_num_patches}
     done = sink.prepare(settings, resume)
     todo = source.pending(done)
-    total = todo.num_rows if source.total is not None else None
+    total = todo.num_rows if source.total is not None else None  # tar shards: unknown until read
+    skipped = len(done) if source.total is None else source.total - todo.num_rows
     with ray_session(ray, ray_address):
         workers, threads = plan_workers(ray, workers, threads)
         options = dict(model=str(model), dummy=dummy, backend=backend, precision=precision, threads=threads,
@@ -101,7 +104,7 @@ def embed(src: str, dest: str, *, model: str, dummy: bool = False, backend: str 
                        window=max(batch_size, min(batch_size * BUCKET_BATCHES, MAX_WINDOW)), max_bytes=max_image_bytes)
         dataset = build_dataset(ray, todo, workers, threads, options)
         sink.begin()
-        summary = Summary(output=sink.description, skipped=len(done) if source.total is None else source.total - total)
+        summary = Summary(output=sink.description, skipped=skipped)
         try:
             drive(dataset, sink, summary, start, total, progress)
         except (KeyboardInterrupt, ray.exceptions.RayError) as exc:

@@ -67,10 +67,9 @@ class Sink(Protocol):
 def open_sink(dest: str, metadata: pa.Schema, part_rows: int = DEFAULT_PART_ROWS,
               part_seconds: float = DEFAULT_PART_SECONDS) -> Sink:
     if dest.startswith("collection:"):
-        # Collections (sigserve.collections) are not part of this version; a CollectionSink with the
-        # Sink methods goes here once they are (ids it holds -> prepare, inserts -> write/flush).
-        raise BatchError(f"{dest}: collections are not available in this version of sigserve; "
-                         "write Parquet to a folder instead")
+        # Not built yet: a CollectionSink with the Sink methods goes here (prepare: the ids the collection
+        # holds; write: Collection.add_embeddings, which also wants each image's content hash).
+        raise BatchError(f"{dest}: sigserve batch cannot write into a collection yet; write Parquet to a folder instead")
     return ParquetSink(dest, metadata, part_rows, part_seconds)
 
 

@@ -105,7 +105,8 @@ def _glob(pattern: str) -> list[str]:
         return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     # Object stores have no glob: list below the last fixed directory and match the rest.
     scheme, rest = pattern.split("://", 1)
-    fixed = rest[: re.search(r"[*?\[]", rest).start()].rsplit("/", 1)[0]
+    wildcard = re.search(r"[*?\[]", rest)
+    fixed = rest[: wildcard.start() if wildcard else len(rest)].rsplit("/", 1)[0]
     fs, base = filesystem(f"{scheme}://{fixed}")
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
     found = [f"{scheme}://{fixed}/{posixpath.relpath(i.path, base)}" for i in infos if i.type == pafs.FileType.File]
@@ -139,11 +140,12 @@ def _folder(root: str) -> tuple[list[str], list[str]]:
 def _files(ids: list[str], paths: list, locations: list, metadata: pa.Table | None = None) -> Source:
     table = pa.table({ID: ids, PATH: pa.array(paths, pa.string()),
                       LOCATION: [_absolute(x) if x else "" for x in locations]})
-    for name in (metadata.column_names if metadata is not None else []):
+    if metadata is None:
+        metadata = pa.table({})
+    for name in metadata.column_names:
         table = table.append_column(name, metadata[name])
     _check_unique(table[ID])
-    meta_schema = metadata.schema if metadata is not None else pa.schema([])
-    return Source("files", table, meta_schema)
+    return Source("files", table, metadata.schema)
 
 
 # -- manifests ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ the same arithmetic as `model.embed_images`. An image that fails to decode becom
 
 from __future__ import annotations
 
-import fcntl
 import os
 import resource
 import time
@@ -34,8 +33,9 @@ class Embedder:
         import sigserve
 
         torch.set_num_threads(threads)  # also the onnx backend's intra-op threads (it follows torch's)
-        with _one_load_per_node():
-            self.pipe = sigserve.load(model, dummy=dummy, backend=backend, precision=precision)
+        # Actors starting together on one node build its cached files (ONNX export, dummy weights) once:
+        # sigserve.artifacts locks each build.
+        self.pipe = sigserve.load(model, dummy=dummy, backend=backend, precision=precision)
         self.max_num_patches = max_num_patches
         self.batch_size = batch_size
         self.kind, self.window, self.max_bytes = kind, window, max_bytes
@@ -100,19 +100,3 @@ class Embedder:
             out = out.append_column(name, column)
         return out
 
-
-class _one_load_per_node:
-    """Actors on one node load one after the other: the first builds the node's cached backend files
-    (an ONNX export, say) that the others then reuse, and two loads never add up their peak memory."""
-
-    def __enter__(self):
-        from sigserve.dummy import cache_root
-
-        path = cache_root() / "batch-load.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "w")
-        fcntl.flock(self.file, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.file, fcntl.LOCK_UN)
-        self.file.close()

@@ -8,8 +8,18 @@ from typing import Optional
 
 import typer
 
-from sigserve.cli.common import (BackendOpt, BatchSizeOpt, LoadFormat, LoadFormatOpt, MaxPatchesOpt, ModelOpt,
-                                 PrecisionOpt)
+from sigserve.cli.common import (
+    BackendChoice,
+    BackendOpt,
+    BatchSizeOpt,
+    LoadFormat,
+    LoadFormatOpt,
+    MaxPatchesOpt,
+    ModelOpt,
+    Precision,
+    PrecisionOpt,
+    fail,
+)
 
 Opt = typer.Option
 
@@ -22,8 +32,8 @@ def batch(
     src: str = Opt(..., "--input", "-i", help="A folder (recursive), a glob, a Parquet/CSV/JSONL manifest with a "
                    "path or URL column, or WebDataset tar shards ('shards/{0000..0099}.tar'); local or s3:// gs://."),
     dest: str = Opt(..., "--output", "-o", help="Folder (local or object store) for the Parquet parts and _manifest.json."),
-    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: str = BackendOpt,
-    precision: str = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
+    model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
     ray_address: Optional[str] = Opt(None, "--ray-address", envvar="RAY_ADDRESS",
                                      help="A Ray cluster (host:port or ray://...). Default: a local Ray instance."),
     workers: Optional[int] = Opt(None, "--workers", help="Model actors (default: one per node's CPUs)."),
@@ -43,17 +53,16 @@ def batch(
 
     try:
         require_ray()  # before any work: without Ray, nothing is listed, loaded or written
-        summary = embed(src, dest, model=model, dummy=load_format == LoadFormat.dummy,
+        summary = embed(src, dest, model=model, dummy=load_format == "dummy",
                         backend=None if backend == "auto" else backend, precision=precision,
                         max_num_patches=max_num_patches, batch_size=batch_size, workers=workers, threads=threads,
                         ray_address=ray_address, resume=resume, path_column=path_column, id_column=id_column,
                         progress=progress, **({"part_rows": part_rows} if part_rows else {}))
     except SigserveError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+        fail(exc)
     except KeyboardInterrupt:
         typer.secho("interrupted; the rows written so far are kept: rerun with --resume to finish", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     typer.echo(str(summary), err=True)
     if summary_json:
         summary_json.write_text(json.dumps(summary.as_dict(), indent=2))
