@@ -1,5 +1,6 @@
 """The columns of a batch job, named once: what the output rows hold, and the internal columns that
-travel between the stages (read -> embed -> driver) and are dropped before anything is written."""
+travel between the steps (listing -> reading -> embedding -> driver) and are dropped before anything
+is written."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ ID, PATH, EMBEDDING, MAX_NUM_PATCHES, ERROR = "id", "path", "embedding", "max_nu
 OUTPUT_COLUMNS = (ID, PATH, EMBEDDING, MAX_NUM_PATCHES, ERROR)
 
 # Internal columns (prefixed so that they cannot clash with a manifest's own columns).
-LOCATION = "_sigserve_location"  # where the read stage gets the bytes (absolute path or URI)
-DATA = "_sigserve_data"  # the image file's bytes, from the read stage to the embedder
+LOCATION = "_sigserve_location"  # where the actor reads the bytes (absolute path or URI)
+DATA = "_sigserve_data"  # the image file's bytes, between reading and decoding
 DONE = "_sigserve_done"  # tar shards: keys already written by an earlier run (resume)
 WORKER = "_sigserve_worker"  # which actor embedded the row
 BUSY_S = "_sigserve_busy_s"  # the actor's seconds for the row's batch, divided over its rows
