@@ -23,7 +23,7 @@ LAYERS = [
     {"weights", "dummy"},
     {"backends"},
     {"pipeline"},
-    {"engine", "accounts", "eval", "collections"},
+    {"engine", "accounts", "eval", "collections", "batch"},
     {"server"},
     {"cli"},
 ]

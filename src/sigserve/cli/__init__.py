@@ -9,6 +9,7 @@ import typer
 
 # Sub-modules of sigserve.cli, each exposing `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = [
+    "batch",
     "bench",
     "cache",
     "collections",
