@@ -23,7 +23,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -58,16 +58,21 @@ class Database:
         self._cooldown_s, self._clock = cooldown_s, clock
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self.on_error: Callable[[], object] | None = None  # told of each outage detected (a metric)
 
     @property
     def is_postgres(self) -> bool:
         return self.backend == "postgresql"
 
+    def check(self) -> None:
+        """Raise DatabaseUnavailableError at once while an outage was seen less than cooldown_s ago."""
+        if self._clock() < self._down_until:
+            raise DatabaseUnavailableError("the keys and usage database is unavailable (retrying shortly)")
+
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
         """Map "cannot reach the database" onto DatabaseUnavailableError (other errors pass)."""
-        if self._clock() < self._down_until:
-            raise DatabaseUnavailableError("the keys and usage database is unavailable (retrying shortly)")
+        self.check()
         try:
             yield
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
@@ -91,6 +96,8 @@ class Database:
         with self._lock:
             first = self._clock() >= self._down_until + self._cooldown_s
             self._down_until = self._clock() + self._cooldown_s
+        if self.on_error is not None:
+            self.on_error()
         if first:
             log.error("database unavailable (%s): answering 503 database_unavailable until it returns",
                       _first_line(exc))

@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 from sigserve.accounts.ratelimit import Charge, LimitState, LocalBuckets, Taken
 from sigserve.errors import SigserveError
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "sigserve:{rl}:"  # one hash tag: a Redis Cluster keeps every bucket of a script on one shard
 CHANNEL = "sigserve:keys"
-FAILURE_MODES = ("local", "open", "closed")
+FailureMode = Literal["local", "open", "closed"]
+FAILURE_MODES = get_args(FailureMode)
 
 # KEYS: the buckets. ARGV: dry_run ("1"/"0"), op ("take"/"give"), then capacity, cost per bucket.
 # Returns {allowed, tokens_1, wait_1, tokens_2, wait_2, ...} (numbers as strings: Lua floats
@@ -122,7 +124,7 @@ class _Outage:
 class RedisBuckets:
     """Buckets in Redis (see the module docstring for `failure_mode`)."""
 
-    def __init__(self, url: str, *, failure_mode: str = "local", timeout_s: float = 0.5, cooldown_s: float = 1.0,
+    def __init__(self, url: str, *, failure_mode: FailureMode = "local", timeout_s: float = 0.5, cooldown_s: float = 1.0,
                  on_error: Callable[[], None] | None = None, clock=time.monotonic):
         if failure_mode not in FAILURE_MODES:
             raise ValueError(f"failure_mode must be one of {FAILURE_MODES}")

@@ -43,7 +43,9 @@ def serve(**given: Any) -> None:
     except SigserveError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(create_app(settings, loaded), host=settings.host, port=settings.port, log_level=settings.log_level)
+    # X-Forwarded-For is believed only from --trusted-proxies (the load balancer), never from clients.
+    uvicorn.run(create_app(settings, loaded), host=settings.host, port=settings.port, log_level=settings.log_level,
+                proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies)
 
 
 def _parameter(name: str, field: FieldInfo) -> inspect.Parameter:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 import sigserve
 from sigserve.engine import Engine, ServedModel
-from sigserve.server import errors, routes
+from sigserve.server import accesslog, admin, errors, routes
 from sigserve.server.access import Access
 from sigserve.server.fetch import ImageFetcher
 from sigserve.server.limits import BodyLimitMiddleware
@@ -43,7 +43,7 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
         engine = Engine(loaded, settings.engine_config(), observer=metrics)
         fetcher = ImageFetcher(max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,
                                allow_private=settings.allow_private_urls)
-        access = await asyncio.to_thread(Access.from_settings, settings)
+        access = await asyncio.to_thread(Access.from_settings, settings, metrics)
         engine.start()
         app.state.engine, app.state.access = engine, access
         app.state.serving = Serving(engine, settings, fetcher)
@@ -60,6 +60,8 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
     app.state.settings, app.state.metrics = settings, metrics
     errors.install(app, on_error=metrics.on_error)
     app.include_router(routes.router)
+    app.include_router(admin.router)
+    accesslog.install()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     return app

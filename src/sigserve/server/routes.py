@@ -34,11 +34,15 @@ async def _served(request: Request, response: Response, key: KeyRecord, body,
     """Parse and check the body once, charge the rate limits for it, serve it, record the usage."""
     state = request.app.state
     job = state.serving.prepare(body)
-    headers = await state.access.admit(key, job.images)
-    response.headers.update(headers)
-    request.state.response_headers = headers  # an error from here on still tells the client its limits
-    result = await _until_disconnect(request, work(job))
-    await state.access.record(key, result.usage)
+    admission = await state.access.admit(key, job.images)  # rate limits charged, quota reserved
+    response.headers.update(admission.headers)
+    request.state.response_headers = admission.headers  # an error from here on still tells the client its limits
+    try:
+        result = await _until_disconnect(request, work(job))
+    except BaseException:
+        await asyncio.shield(state.access.release(admission))  # the quota reserved comes back
+        raise
+    await state.access.record(key, result.usage, admission)
     state.metrics.on_usage(result.usage.images, result.usage.patches, result.usage.prompt_tokens)
     return result
 
@@ -73,12 +77,14 @@ async def health() -> schemas.Health:
 
 
 @router.get("/ready", response_model=schemas.Ready, tags=["probes"],
-            responses={503: {"description": "model not loaded or inference worker dead"}})
+            responses={503: {"description": "model not loaded, inference worker dead, or database unreachable"}})
 async def ready(request: Request):
     """The model is loaded and the inference worker alive (readiness)."""
     engine, settings = request.app.state.engine, request.app.state.settings
     if not engine.ready:
         raise APIError(503, "not ready: the inference worker is not running", code="not_ready")
+    if problem := await request.app.state.access.problem():  # database (or Redis, when it must be up)
+        raise APIError(503, f"not ready: {problem[1]}", code=problem[0])
     return schemas.Ready(status="ready", model=settings.model_name, pending_items=engine.pending)
 
 
