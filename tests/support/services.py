@@ -239,3 +239,56 @@ class Nginx:
     def __exit__(self, *exc) -> None:
         _stop(self.proc, signal.SIGQUIT)  # graceful
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- pytest fixtures (registered for the whole suite by tests/conftest.py) ---------------------------
+
+REQUIRE_ENV = "SIGSERVE_REQUIRE_SERVICES"  # set by .ci/run: a service that will not start fails the run
+
+
+def _start_or_skip(factory):
+    import pytest
+
+    try:
+        return factory().__enter__()
+    except ServiceUnavailable as exc:
+        message = f"SERVICE UNAVAILABLE, test skipped: {exc}"
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _session_service(factory):
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def fixture():
+        service = _start_or_skip(factory)
+        yield service
+        service.__exit__(None, None, None)
+
+    return fixture
+
+
+postgres_server = _session_service(Postgres)
+redis_server = _session_service(Redis)
+
+
+def _fixture(fn):
+    import pytest
+
+    return pytest.fixture(fn)
+
+
+@_fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh database on the session's PostgreSQL."""
+    return postgres_server.create_database()
+
+
+@_fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis, emptied."""
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url

@@ -137,11 +137,14 @@ class UsageMeter:
             conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id == key_id).with_for_update())
             conn.execute(quota_reservations.delete().where(quota_reservations.c.key_id == key_id,
                                                            quota_reservations.c.expires_at <= now))
-            granted = conn.execute(quota_reservations.insert().from_select(
+            conn.execute(quota_reservations.insert().from_select(
                 ["id", "key_id", "images", "expires_at"],
                 sa.select(sa.literal(reservation_id), sa.literal(key_id), sa.literal(images),
                           sa.literal(now + self.reservation_ttl_s)).where(used + held + images <= quota),
-            )).rowcount
+            ))
+            # (rowcount of INSERT ... SELECT is -1 under psycopg: look for the row instead)
+            granted = conn.execute(sa.select(quota_reservations.c.id)
+                                   .where(quota_reservations.c.id == reservation_id)).first() is not None
             spent = int(conn.execute(sa.select(used + held)).scalar() or 0)
         if not granted:
             return QuotaRefusal(quota=quota, remaining=max(quota - spent, 0))
