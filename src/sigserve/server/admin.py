@@ -72,7 +72,10 @@ class KeyInfo(BaseModel):
     quota_images: int | None
     created_at: float
     revoked_at: float | None
-    key: str | None = Field(None, description="The secret: only in the answer to create.")
+
+
+class CreatedKey(KeyInfo):
+    key: str = Field(description="The secret, shown in this answer only: store it now.")
 
 
 class KeyList(BaseModel):
@@ -80,10 +83,10 @@ class KeyList(BaseModel):
     data: list[KeyInfo]
 
 
-def _info(record: KeyRecord, secret: str | None = None) -> KeyInfo:
+def _info(record: KeyRecord) -> KeyInfo:
     return KeyInfo(id=record.id, name=record.name, prefix=record.display_prefix, admin=record.admin, rpm=record.rpm,
                    images_per_min=record.images_per_min, quota_images=record.quota_images,
-                   created_at=record.created_at, revoked_at=record.revoked_at, key=secret)
+                   created_at=record.created_at, revoked_at=record.revoked_at)
 
 
 def _store(request: Request) -> KeyStore:
@@ -97,26 +100,26 @@ async def _existing(request: Request, key_id: str) -> KeyRecord:
     return record
 
 
-@router.post("/keys", status_code=201, response_model=KeyInfo, response_model_exclude_none=True)
-async def create_key(body: KeyCreate, request: Request, _: KeyRecord = Depends(admin)) -> KeyInfo:
+@router.post("/keys", status_code=201, response_model=CreatedKey)
+async def create_key(body: KeyCreate, request: Request, _: KeyRecord = Depends(admin)) -> CreatedKey:
     record, secret = await asyncio.to_thread(_store(request).create, body.name, rpm=body.rpm,
                                              images_per_min=body.images_per_min, quota_images=body.quota_images,
                                              admin=body.admin)
-    return _info(record, secret)
+    return CreatedKey(**_info(record).model_dump(), key=secret)
 
 
-@router.get("/keys", response_model=KeyList, response_model_exclude_none=True)
+@router.get("/keys", response_model=KeyList)
 async def list_keys(request: Request, include_revoked: bool = True, _: KeyRecord = Depends(admin)) -> KeyList:
     records = await asyncio.to_thread(_store(request).list, include_revoked)
     return KeyList(data=[_info(r) for r in records])
 
 
-@router.get("/keys/{key_id}", response_model=KeyInfo, response_model_exclude_none=True)
+@router.get("/keys/{key_id}", response_model=KeyInfo)
 async def get_key(key_id: str, request: Request, _: KeyRecord = Depends(admin)) -> KeyInfo:
     return _info(await _existing(request, key_id))
 
 
-@router.patch("/keys/{key_id}", response_model=KeyInfo, response_model_exclude_none=True)
+@router.patch("/keys/{key_id}", response_model=KeyInfo)
 async def update_key(key_id: str, body: KeyUpdate, request: Request, _: KeyRecord = Depends(admin)) -> KeyInfo:
     changes = body.model_dump(exclude_unset=True)
     for field in ("name", "admin"):
@@ -130,7 +133,7 @@ async def update_key(key_id: str, body: KeyUpdate, request: Request, _: KeyRecor
     return _info(record)
 
 
-@router.delete("/keys/{key_id}", response_model=KeyInfo, response_model_exclude_none=True)
+@router.delete("/keys/{key_id}", response_model=KeyInfo)
 async def revoke_key(key_id: str, request: Request, _: KeyRecord = Depends(admin)) -> KeyInfo:
     record = await _existing(request, key_id)
     if record.revoked_at is not None:

@@ -127,7 +127,7 @@ def validation_error(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
     if not errors:
         return APIError(422, "invalid request", code="invalid_request")
-    located = [(_dotted([p for p in e.get("loc", ()) if p != "body"]), e) for e in errors]
+    located = [(_dotted([p for p in e.get("loc", ()) if p not in ("body", "query", "path")]), e) for e in errors]
     param, first = max(located, key=lambda pe: len(pe[0]))
     message = f"{param}: {first.get('msg', 'invalid')}" if param else first.get("msg", "invalid request")
     if len(errors) > 1:
