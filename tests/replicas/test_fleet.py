@@ -74,7 +74,7 @@ def test_openai_client_works_through_nginx_unchanged(fleet: Fleet):
                                                                                                    input="x")
     assert err.value.body["code"] == "invalid_api_key"
     assert _usage(fleet, key_id)["requests"] == 5
-    served = [r for r in fleet.replicas if f'"POST /v1/embeddings HTTP/1.1" 200' in r.output()]
+    served = [r for r in fleet.replicas if '"POST /v1/embeddings HTTP/1.1" 200' in r.output()]
     assert len(served) == 2, "nginx sent every request to one replica"
     assert httpx.get(nginx.url + "/ready", timeout=10).status_code == 200
     assert httpx.get(nginx.url + "/metrics", timeout=10).status_code == 404

@@ -5,6 +5,7 @@ addresses changed to this machine's free ports: what the tests pass is what oper
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -33,6 +34,8 @@ class Replica:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}  # added to the environment (say OMP_NUM_THREADS)
+        self.prefix: list[str] = []  # before the command (say taskset -c 0-3)
 
     def start(self, wait: bool = True) -> Replica:
         sigserve = Path(sys.executable).parent / "sigserve"
@@ -40,7 +43,8 @@ class Replica:
                "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.folder / "data"),
                "--max-wait-ms", "2", *self.flags]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen([*self.prefix, *cmd], stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env={**os.environ, **self.env})
         if wait:
             self.wait_ready()
         return self
