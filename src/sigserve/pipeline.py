@@ -153,6 +153,13 @@ class Pipeline:
             hits.update(self.text_cache.add(missing, self.embed_texts(missing)))
         return label_matrix(prompts, hits, len(labels))
 
+    def collection(self, name: str, uri: str | os.PathLike | None = None, **options):
+        """The image collection `name` (created when absent) for search by text, image or both:
+        see sigserve.collections.open. Imported lazily: collections sit above the pipeline."""
+        from sigserve import collections
+
+        return collections.open(self, name, uri, **options)
+
     def describe(self) -> dict:
         with torch.device("meta"):
             counts = _parameter_counts(Siglip2(self.config))
@@ -160,7 +167,7 @@ class Pipeline:
             "model": self.checkpoint.model_id,
             "source": self.checkpoint.source,
             "path": str(self.checkpoint.path),
-            "weights_fingerprint": self.checkpoint.fingerprint(),  # changes when the weight files do
+            "weights_fingerprint": self.checkpoint.fingerprint(),  # a digest of the weights' contents
             "dummy": self.dummy,
             "embedding_dim": self.embedding_dim,
             "parameters": counts,

@@ -13,6 +13,7 @@ import json
 import math
 import mmap
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from sigserve.config import ModelConfig
 from sigserve.errors import ModelLoadError
 from sigserve.model import Siglip2
+from sigserve.paths import cache_dir
 
 HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
              "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json"]
@@ -40,6 +42,7 @@ class Checkpoint:
     source: str  # "local", "hf-cache", "hub" or "dummy"
     model_id: str
     config: ModelConfig = field(init=False)
+    _fingerprint: str | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self):
         self.config = ModelConfig.from_file(self.path / "config.json")
@@ -49,12 +52,15 @@ class Checkpoint:
         return self.path / "tokenizer.json"
 
     def fingerprint(self) -> str:
-        """Changes when the weights change: names, sizes and mtimes of the weight files."""
-        h = hashlib.sha256()
-        for f in sorted(self.path.glob("*.safetensors")):
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return h.hexdigest()[:16]
+        """Names the weights by their content: the same for every copy of the same files (replicas that
+        each downloaded the model agree, so they can share caches and collections), and different as
+        soon as one tensor changes. Derived caches (ONNX exports, compiled packages) are keyed by it."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for f in weight_files(self.path):
+                h.update(f"{f.name}:{content_digest(f)}\n".encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
 
 def resolve(model: str | os.PathLike, revision: str | None = None, cache_dir: str | None = None) -> Checkpoint:
@@ -89,6 +95,27 @@ def _from_hub(model_id: str, revision: str | None, cache_dir: str | None) -> Che
             f"e.g. `sigserve.load('/models/siglip2-base-patch16-naflex')` or `--model /models/siglip2-base-patch16-naflex`; "
             f"or use a dummy load (`dummy=True`, `--load-format dummy`) for tests and benchmarks."
         ) from exc
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes. A file in the HF cache is a link to a blob named by that digest (read
+    for free); otherwise the file is hashed once (about a second per GB) and the result remembered
+    under the cache folder, keyed by the file's path, size and modification time."""
+    target = path.resolve()
+    if path.is_symlink() and re.fullmatch(r"[0-9a-f]{64}", target.name):
+        return target.name
+    st = target.stat()
+    memo = cache_dir("digests", hashlib.sha256(f"{target}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32])
+    if memo.is_file():
+        return memo.read_text().strip()
+    with open(target, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(digest)
+    except OSError:  # a read-only cache only costs the hash again next time
+        pass
+    return digest
 
 
 def _require(folder: Path, name: str) -> None:

@@ -37,7 +37,7 @@ def test_record_and_totals(store):
     meter.record(key.id, text_tokens=1000)
     totals = meter.usage_for(key.id)["totals"]
     assert totals == {"requests": 2, "images": 3, "patches": 768, "text_tokens": 1000,
-                      "cost": pytest.approx(0.006 + 0.01)}
+                      "cost": pytest.approx(0.006 + 0.01), "searches": 0}
     assert meter.images_used(key.id) == 3
     assert meter.images_used("someone-else") == 0
 
@@ -125,7 +125,7 @@ def test_usage_response_for_a_user(store):
     assert (data["requests"], data["images"], data["patches"]) == (4, 8, 9)
     assert data["rate_limit"] == {"requests_per_minute": 10, "images_per_minute": None}
     assert data["daily"][-1] == {"date": "2025-03-12", "requests": 1, "images": 1, "patches": 9,
-                                 "text_tokens": 0, "cost": pytest.approx(1.0)}
+                                 "text_tokens": 0, "cost": pytest.approx(1.0), "searches": 0}
 
 
 def test_usage_response_for_an_admin(store):

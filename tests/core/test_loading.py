@@ -129,3 +129,27 @@ def test_hub_style_minimal_config_resolves_to_the_base_model():
            "text_config": {"model_type": "siglip2_text_model", "vocab_size": 256000},
            "torch_dtype": "float32", "vision_config": {"model_type": "siglip2_vision_model"}}
     assert ModelConfig.from_dict(raw) == ModelConfig()
+
+
+def test_fingerprint_names_the_contents_not_the_copy(tiny_checkpoint, tmp_path):
+    """Replicas that each copied or downloaded the same weights agree on the fingerprint (so they share
+    exports and collections); one changed tensor changes it; a file in the HF cache layout (a link to a
+    blob named by its SHA-256) is not even read."""
+    import hashlib
+    import os
+
+    from sigserve.weights import resolve
+
+    a = shutil.copytree(tiny_checkpoint, tmp_path / "a")
+    b = shutil.copytree(tiny_checkpoint, tmp_path / "b")
+    os.utime(b / "model.safetensors", ns=(1, 1))
+    assert resolve(a).fingerprint() == resolve(b).fingerprint() == resolve(tiny_checkpoint).fingerprint()
+    state = load_file(b / "model.safetensors")
+    state["vision_model.post_layernorm.bias"] = state["vision_model.post_layernorm.bias"] + 1e-3
+    save_file(state, b / "model.safetensors", metadata={"format": "pt"})
+    assert resolve(b).fingerprint() != resolve(a).fingerprint()
+    blob = tmp_path / "blobs" / hashlib.sha256((a / "model.safetensors").read_bytes()).hexdigest()
+    blob.parent.mkdir()
+    (a / "model.safetensors").rename(blob)
+    (a / "model.safetensors").symlink_to(blob)
+    assert resolve(a).fingerprint() == resolve(tiny_checkpoint).fingerprint()

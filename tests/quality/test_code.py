@@ -23,7 +23,7 @@ LAYERS = [
     {"weights", "dummy"},
     {"backends"},
     {"pipeline"},
-    {"engine", "accounts", "eval"},
+    {"engine", "accounts", "eval", "collections"},
     {"server"},
     {"cli"},
 ]

@@ -80,7 +80,7 @@ def test_serve_flags_reach_the_settings(monkeypatch):
 
 def test_docs_settings_table_is_the_generated_one():
     text = (ROOT / "docs" / "server.md").read_text()
-    assert markdown_table() in text, "run `python -m sigserve.server.settings` and paste the table into docs/server.md"
+    assert markdown_table() in text, "run `python -m sigserve.server.settings docs/server.md` to rewrite the table"
 
 
 @pytest.mark.parametrize("option", ["--model", "--backend", "--precision", "--load-format", "--max-num-patches"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import images
-from tests.support.server import LiveServer, make_settings
+from tests.support.server import LiveServer, WrappedModel, make_settings
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +58,8 @@ def make_server(tmp_path, tiny_checkpoint, server_model):
         settings = make_settings(tmp_path / f"data{len(started)}", tiny_checkpoint, **overrides)
         server = LiveServer(create_app(settings, model if model is not None else server_model)).__enter__()
         started.append(server)
+        if isinstance(model, WrappedModel):
+            model.arm()
         return server
 
     yield start

@@ -28,11 +28,16 @@ class LiveServer:
     def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 120
-        while not self.server.started:
+        while not self.server.started or not self._warmed_up():
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
         return self
+
+    def _warmed_up(self) -> bool:
+        """The warm-up that /ready waits for is over (done or failed): tests start from a warm server."""
+        serving = getattr(self.app.state, "serving", None)
+        return serving is not None and (serving.warm or serving.warm_up_error is not None)
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
@@ -55,9 +60,14 @@ class WrappedModel:
 
     def __init__(self, inner, delay_s: float = 0.0, raise_on_text: BaseException | None = None,
                  raise_on_image: BaseException | None = None):
-        self.inner, self.delay_s = inner, delay_s
-        self.raise_on_text, self.raise_on_image = raise_on_text, raise_on_image
+        self.inner, self.knobs = inner, (delay_s, raise_on_text, raise_on_image)
+        self.delay_s, self.raise_on_text, self.raise_on_image = 0.0, None, None  # off during the warm-up
         self.batches: list[tuple[str, int]] = []
+
+    def arm(self) -> None:
+        """Turn the knobs on and forget the warm-up's batches (make_server calls it once the server is warm)."""
+        self.delay_s, self.raise_on_text, self.raise_on_image = self.knobs
+        self.batches.clear()
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

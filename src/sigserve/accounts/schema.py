@@ -37,6 +37,7 @@ usage_daily = sa.Table(
     sa.Column("patches", sa.BigInteger, nullable=False, default=0),
     sa.Column("text_tokens", sa.BigInteger, nullable=False, default=0),
     sa.Column("cost", sa.Float, nullable=False, default=0.0),
+    sa.Column("searches", sa.BigInteger, nullable=False, default=0, server_default="0"),  # collection searches
 )
 
 # Images held for requests in flight against a quota: taken before the work, removed when the

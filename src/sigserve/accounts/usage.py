@@ -49,7 +49,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sigserve.accounts.keys import KeyRecord, KeyStore
 from sigserve.accounts.schema import api_keys, quota_reservations, usage_daily
 
-COUNTERS = ("requests", "images", "patches", "text_tokens", "cost")
+COUNTERS = ("requests", "images", "patches", "text_tokens", "cost", "searches")
 DEFAULT_RESERVATION_TTL_S = 600.0
 
 
@@ -108,15 +108,16 @@ class UsageMeter:
                 + text_tokens * self.price_per_1m_tokens / 1e6)
 
     def record(self, key_id: str, *, images: int = 0, patches: int = 0, text_tokens: int = 0,
-               requests: int = 1) -> float:
+               requests: int = 1, searches: int = 0) -> float:
         """Add one request's usage (committed before returning). Returns its cost."""
-        return self.settle(None, key_id, images=images, patches=patches, text_tokens=text_tokens, requests=requests)
+        return self.settle(None, key_id, images=images, patches=patches, text_tokens=text_tokens, requests=requests,
+                           searches=searches)
 
     def settle(self, reservation: Reservation | None, key_id: str, *, images: int = 0, patches: int = 0,
-               text_tokens: int = 0, requests: int = 1) -> float:
+               text_tokens: int = 0, requests: int = 1, searches: int = 0) -> float:
         """Record a finished request and drop its reservation, in one transaction. Returns its cost."""
         values = {"requests": requests, "images": images, "patches": patches,
-                  "text_tokens": text_tokens, "cost": self.cost(images, text_tokens)}
+                  "text_tokens": text_tokens, "cost": self.cost(images, text_tokens), "searches": searches}
         with self.store.database.guard(), self.db.begin() as conn:
             if reservation is not None:
                 conn.execute(quota_reservations.delete().where(quota_reservations.c.id == reservation.id))
@@ -208,7 +209,7 @@ class UsageMeter:
             entries = [self._entry(records.get(u["key_id"]) or _unknown(u["key_id"]), u)
                        for u in self.usage_all(days)]
             body["keys"] = entries
-            body["total"] = {name: sum(e[name] for e in entries) for name in COUNTERS[:4]}
+            body["total"] = {name: sum(e[name] for e in entries) for name in (*COUNTERS[:4], "searches")}
             body["total"]["cost"] = sum(e["usage"] for e in entries)
         return body
 
@@ -268,6 +269,7 @@ class UsageMeter:
             "rate_limit": {"requests_per_minute": record.rpm,
                            "images_per_minute": record.images_per_min},
             **{name: totals[name] for name in COUNTERS[:4]},
+            "searches": totals["searches"],
             "daily": usage["daily"],
         }
 

@@ -12,7 +12,7 @@ The padding mask is an explicit input turned into an additive bias inside the gr
 fusion is deliberately not applied: it drops an unwired mask, see docs/benchmarks.md).
 
 Graphs are cached under paths.cache_dir()/onnx/<checkpoint fingerprint>/ and rebuilt when the weights change
-(the fingerprint covers the weight files' names, sizes and mtimes) or when EXPORT_VERSION changes.
+(the fingerprint is a digest of the weight files' contents) or when EXPORT_VERSION changes.
 """
 
 from __future__ import annotations

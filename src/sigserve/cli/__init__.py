@@ -10,6 +10,7 @@ import typer
 # Sub-modules of sigserve.cli, each exposing `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = [
     "bench",
+    "collections",
     "db",
     "embed",
     "eval",

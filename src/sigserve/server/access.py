@@ -109,7 +109,8 @@ class Access:
     async def record(self, key: KeyRecord, usage: Usage, admission: Admission | None = None) -> None:
         reservation = admission.reservation if admission else None
         await asyncio.to_thread(self.meter.settle, reservation, key.id, images=usage.images, patches=usage.patches,
-                                text_tokens=usage.prompt_tokens)
+                                text_tokens=usage.prompt_tokens,
+                                searches=getattr(usage, "searches", 0))  # collection searches (CollectionUsage)
 
     async def release(self, admission: Admission) -> None:
         """The work failed: give the reserved images back (best effort: they expire anyway)."""

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 import sigserve
 from sigserve.engine import Engine, ServedModel
-from sigserve.server import accesslog, admin, errors, routes
+from sigserve.server import accesslog, admin, collections, errors, routes
 from sigserve.server.access import Access
 from sigserve.server.fetch import ImageFetcher
 from sigserve.server.limits import BodyLimitMiddleware
@@ -46,10 +46,14 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
         access = await asyncio.to_thread(Access.from_settings, settings, metrics)
         engine.start()
         app.state.engine, app.state.access = engine, access
-        app.state.serving = Serving(engine, settings, fetcher)
+        app.state.serving = serving = Serving(engine, settings, fetcher)
+        # /ready says 200 only after every tower and the common grids ran once (lazy graph builds, the
+        # allocator's arenas): the first request then costs what the tenth does. /health answers meanwhile.
+        warm_up = asyncio.create_task(serving.warm_up())
         try:
             yield
         finally:
+            warm_up.cancel()
             engine.stop()
             await fetcher.aclose()
             access.close()
@@ -60,6 +64,7 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
     app.state.settings, app.state.metrics = settings, metrics
     errors.install(app, on_error=metrics.on_error)
     app.include_router(routes.router)
+    app.include_router(collections.router)
     app.include_router(admin.router)
     accesslog.install()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -21,16 +21,20 @@ class Item:
     param: str  # where it sits in the request, e.g. "input[3]"
 
 
-def parse_items(raw, field: str = "input", modality: str | None = None, single_name: bool = True) -> list[Item]:
+def parse_items(raw, field: str = "input", modality: str | None = None, single_name: bool = True,
+                data_uris_are_images: bool = True) -> list[Item]:
     """`raw` is one item or a list of them. A lone item is named `field`; list items `field[i]`."""
     if isinstance(raw, list):
-        return [parse_item(x, f"{field}[{i}]", modality) for i, x in enumerate(raw)]
-    return [parse_item(raw, field if single_name else f"{field}[0]", modality)]
+        return [parse_item(x, f"{field}[{i}]", modality, data_uris_are_images) for i, x in enumerate(raw)]
+    return [parse_item(raw, field if single_name else f"{field}[0]", modality, data_uris_are_images)]
 
 
-def parse_item(x, param: str, modality: str | None = None) -> Item:
+def parse_item(x, param: str, modality: str | None = None, data_uris_are_images: bool = True) -> Item:
+    """A plain string is text, unless `modality` says image, or it is a `data:image/...;base64,` URI
+    (what LangChain, LlamaIndex and LiteLLM send for images) and `data_uris_are_images` is on."""
     if isinstance(x, str):
-        return Item("image" if modality == "image" else "text", x, param)
+        image = modality == "image" or (modality is None and data_uris_are_images and is_image_data_uri(x))
+        return Item("image" if image else "text", x, param)
     if isinstance(x, (schemas.TextObject, schemas.TextPart)):
         return Item("text", x.text, param)
     if isinstance(x, schemas.ImageObject):
@@ -41,6 +45,18 @@ def parse_item(x, param: str, modality: str | None = None) -> Item:
     if isinstance(x, schemas.ImageBase64Part):
         return Item("image", x.image_base64, param)
     raise APIError(400, f"{param}: unsupported input item", param=param)  # unreachable after validation
+
+
+def is_image_data_uri(text: str) -> bool:
+    head = text[:200].lstrip().lower()
+    return head.startswith("data:image/") and ";base64," in head
+
+
+def token_id_input(raw) -> bool:
+    """OpenAI's token-array form of `input` (what LangChain sends after tokenising with tiktoken)."""
+    rows = raw if isinstance(raw, list) else [raw]
+    return bool(rows) and all(isinstance(r, int) or (isinstance(r, list) and all(isinstance(t, int) for t in r))
+                              for r in rows)
 
 
 def require_images(items: Sequence[Item], what: str) -> None:

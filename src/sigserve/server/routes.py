@@ -79,10 +79,14 @@ async def health() -> schemas.Health:
 @router.get("/ready", response_model=schemas.Ready, tags=["probes"],
             responses={503: {"description": "model not loaded, inference worker dead, or database unreachable"}})
 async def ready(request: Request):
-    """The model is loaded and the inference worker alive (readiness)."""
-    engine, settings = request.app.state.engine, request.app.state.settings
+    """The model is loaded, warmed up, and the inference worker alive (readiness)."""
+    engine, settings, serving = request.app.state.engine, request.app.state.settings, request.app.state.serving
     if not engine.ready:
         raise APIError(503, "not ready: the inference worker is not running", code="not_ready")
+    if serving.warm_up_error is not None:
+        raise APIError(503, f"not ready: warm-up failed: {serving.warm_up_error}", code="warm_up_failed")
+    if not serving.warm:
+        raise APIError(503, "not ready yet: warming up the model", code="warming_up", headers={"retry-after": "1"})
     if problem := await request.app.state.access.problem():  # database (or Redis, when it must be up)
         raise APIError(503, f"not ready: {problem[1]}", code=problem[0])
     return schemas.Ready(status="ready", model=settings.model_name, pending_items=engine.pending)

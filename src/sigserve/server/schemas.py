@@ -80,7 +80,10 @@ class Usage(BaseModel):
 class EmbeddingRequest(_Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model": "siglip2", "input": "a cat"}]})
 
-    input: Union[str, list[InputItem]] = Field(..., description="text(s) and/or image reference(s)")
+    # Token arrays (OpenAI's other `input` form) are accepted here only to be refused with a clear 400:
+    # ids from another model's tokenizer mean nothing to SigLIP 2.
+    input: Union[str, list[InputItem], list[int], list[list[int]]] = Field(
+        ..., description="text(s) and/or image reference(s); data:image/...;base64 strings are images")
     model: str
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="only the native size is accepted (SigLIP 2 is not Matryoshka-trained)")
@@ -162,8 +165,8 @@ class LabelScore(BaseModel):
 class Classification(BaseModel):
     object: Literal["classification"] = "classification"
     index: int
-    prediction: str
-    score: float
+    prediction: str | None  # the best label; None when a threshold was given and no label passed it
+    score: float | None
     predictions: list[LabelScore]
 
 

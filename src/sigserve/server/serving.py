@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,10 +20,16 @@ from sigserve.prompts import build_prompts, check_templates, label_matrix
 from sigserve.scoring import l2_normalize
 from sigserve.server import schemas
 from sigserve.server.errors import APIError, input_error
-from sigserve.server.inputs import ImageSource, Item, parse_item, parse_items, require_images
+from sigserve.server.inputs import ImageSource, Item, parse_item, parse_items, require_images, token_id_input
 from sigserve.server.settings import Settings
 
 R = TypeVar("R")
+log = logging.getLogger(__name__)
+WARM_UP_SHAPES = [(480, 640), (640, 480), (1080, 1920), (1920, 1080), (512, 512)]  # (height, width)
+TOKEN_IDS_REFUSED = (
+    "input holds token ids; sigserve takes text as strings. Token ids come from another model's tokenizer "
+    "(tiktoken, for OpenAI models) and mean nothing to SigLIP 2, which tokenizes text itself. Send the text "
+    "instead; with LangChain's OpenAIEmbeddings, pass check_embedding_ctx_length=False.")
 
 CAPABILITIES = ["embeddings", "classify", "rerank", "patch_features"]
 
@@ -57,13 +64,31 @@ class Serving:
         self.settings = settings
         self.images = images
         self.created = int(time.time())
+        self.warm = False
+        self.warm_up_error: str | None = None
+
+    async def warm_up(self) -> None:
+        """Run the text tower once and the image tower on the common photo shapes at the default length."""
+        try:
+            await self.engine.embed_texts(["warm-up"])
+            for height, width in WARM_UP_SHAPES:
+                image = np.zeros((height, width, 3), np.uint8)
+                patches = await self.engine.load_images([image], self.settings.default_max_num_patches)
+                await self.engine.embed_images(patches)
+            self.warm = True
+        except Exception as exc:  # noqa: BLE001 - reported by /ready, never hidden
+            self.warm_up_error = f"{type(exc).__name__}: {exc}"
+            log.error("warm-up failed: %s", self.warm_up_error, exc_info=exc)
 
     # -- parsing (before the rate limits are charged) ------------------------------------------
 
     def prepare(self, req: Any) -> Prepared[Any]:
         self._check_model(req.model)
         if isinstance(req, schemas.EmbeddingRequest):
-            return Prepared(req, self._items(parse_items(req.input, "input", req.modality)))
+            if token_id_input(req.input):
+                raise APIError(400, TOKEN_IDS_REFUSED, param="input", code="token_ids_not_supported")
+            uris = self.settings.detect_image_data_uris
+            return Prepared(req, self._items(parse_items(req.input, "input", req.modality, data_uris_are_images=uris)))
         if isinstance(req, schemas.RerankRequest):
             return self._prepare_rerank(req)
         assert isinstance(req, (schemas.ClassifyRequest, schemas.PatchFeaturesRequest))
@@ -77,8 +102,9 @@ class Serving:
         return Prepared(req, items, prompts=build_prompts(req.labels, check_templates(req.templates)))
 
     def _prepare_rerank(self, req: schemas.RerankRequest) -> Prepared[schemas.RerankRequest]:
-        query = parse_item(req.query, "query")
-        docs = self._items(parse_items(req.documents, "documents"))
+        uris = self.settings.detect_image_data_uris
+        query = parse_item(req.query, "query", data_uris_are_images=uris)
+        docs = self._items(parse_items(req.documents, "documents", data_uris_are_images=uris))
         kinds = {d.kind for d in docs}
         if len(kinds) > 1:
             raise APIError(400, "documents must be all texts or all images", param="documents")
@@ -235,10 +261,12 @@ def _encode(x: np.ndarray, encoding_format: str, dtype) -> list | str:
 
 
 def _classification(index: int, row: np.ndarray, req: schemas.ClassifyRequest) -> schemas.Classification:
-    order = np.argsort(-row, kind="stable")
-    best = int(order[0])
+    """Labels best first; with a threshold only those at or above it, and no prediction if none is."""
+    order = [int(j) for j in np.argsort(-row, kind="stable")]
     keep = [j for j in order if req.threshold is None or row[j] >= req.threshold][: req.top_k]
-    return schemas.Classification(index=index, prediction=req.labels[best], score=float(row[best]),
+    best = keep[0] if keep else None
+    return schemas.Classification(index=index, prediction=None if best is None else req.labels[best],
+                                  score=None if best is None else float(row[best]),
                                   predictions=[schemas.LabelScore(label=req.labels[j], score=float(row[j])) for j in keep])
 
 

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
                                                                "and per client address; beyond, 429.")
     trusted_proxies: str = Field("127.0.0.1", description="Comma-separated addresses/networks whose X-Forwarded-For "
                                                           "names the client (your load balancer); others are ignored.")
+    collections_uri: str | None = Field(None, description="LanceDB URI of the collections (default: data_dir/collections).")
+    collections_index_threshold: int | None = Field(
+        None, ge=0, description="Rows from which a collection gets an ANN index (default: 100000).")
     price_per_1k_images: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost.")
     price_per_1m_tokens: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost.")
     default_rpm: int | None = Field(None, ge=1, description="Requests per minute for keys without their own limit.")
@@ -101,6 +104,9 @@ class Settings(BaseSettings):
                                          description="NaFlex patches per image when a request names none.")
     label_cache_size: int = Field(defaults.DEFAULT_TEXT_CACHE_SIZE, ge=0,
                                   description="Prompt embeddings kept for classify labels (LRU).")
+    detect_image_data_uris: bool = Field(
+        True, description="Embed a plain input string that is a data:image/...;base64 URI as an image (what LangChain, "
+                          "LlamaIndex and LiteLLM send); off: every plain string is text.")
 
     @field_validator("data_dir")
     @classmethod
@@ -159,5 +165,17 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":
-    print(markdown_table())
+def rewrite_table(markdown: Path) -> None:
+    """Replace the settings table in a Markdown file (from its header row to the end marker)."""
+    text = markdown.read_text()
+    start, end = text.index("| flag | environment variable |"), text.index("<!-- end of settings table -->")
+    markdown.write_text(text[:start] + markdown_table() + "\n" + text[end:])
+
+
+if __name__ == "__main__":  # python -m sigserve.server.settings [docs/server.md]: print, or rewrite that file's table
+    import sys
+
+    if len(sys.argv) > 1:
+        rewrite_table(Path(sys.argv[1]))
+    else:
+        print(markdown_table())
