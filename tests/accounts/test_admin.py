@@ -100,7 +100,8 @@ def test_usage_per_key_and_day_as_json_and_csv(admin_server):
         r = ops.get("/v1/admin/usage", params={"format": "csv"})
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
         table = list(csv.DictReader(io.StringIO(r.text)))
-        assert list(table[0]) == ["date", "key_id", "name", "requests", "images", "patches", "text_tokens", "cost"]
+        assert list(table[0]) == ["date", "key_id", "name", "requests", "images", "patches", "text_tokens", "cost",
+                                  "searches"]
         assert [row for row in table if row["name"] == "user"][0]["requests"] == "3"
         r = ops.get("/v1/admin/usage", params={"since": "yesterday"})
         assert r.status_code == 422 and r.json()["error"]["param"] == "since"

@@ -82,7 +82,8 @@ def test_from_the_pre_migration_schema_with_data(url):
     assert [(k.name, k.active, k.admin) for k in store.list()] == [("alice", True, False), ("gone", False, True)]
     meter = UsageMeter(store)
     assert meter.usage_for("0123456789ab", days=100_000)["totals"] == {
-        "requests": 4, "images": 9, "patches": 2304, "text_tokens": 11, "cost": pytest.approx(0.75)}
+        "requests": 4, "images": 9, "patches": 2304, "text_tokens": 11, "cost": pytest.approx(0.75),
+        "searches": 0}
     assert meter.usage_for("static", days=100_000)["totals"]["text_tokens"] == 40
     assert meter.images_used("0123456789ab") == 9  # the quota counts the old usage
     meter.record("0123456789ab", images=1)  # and new usage adds to it
@@ -135,3 +136,21 @@ def test_db_upgrade_command(tmp_path):
     assert first.exit_code == 0 and f"schema at {migrate.head()}" in first.output, first.output
     again = runner.invoke(build_app(), ["db", "current", "--data-dir", str(tmp_path)])
     assert again.exit_code == 0 and f"database: {migrate.head()}; newest: {migrate.head()}" in again.output
+
+
+def test_from_a_database_whose_searches_column_was_added_in_place(url):
+    """Before migrations, the collections code added `searches` at start (ALTER TABLE ... DEFAULT 0):
+    migration 0003 keeps that column and its counts."""
+    engine = sa.create_engine(url)
+    OLD.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE sigserve_usage_daily ADD COLUMN searches BIGINT NOT NULL DEFAULT 0"))
+        conn.execute(sa.text("INSERT INTO sigserve_usage_daily VALUES ('k', '2025-01-01', 5, 0, 0, 0, 0.0, 3)"))
+    engine.dispose()
+    store = KeyStore(url)
+    assert migrate.current(store.database) == migrate.head() and _schema_diff(store.database) == []
+    meter = UsageMeter(store)
+    meter.record("k", searches=2)
+    totals = meter.usage_for("k", days=100_000)["totals"]
+    assert (totals["requests"], totals["searches"]) == (6, 5)
+    store.close()
