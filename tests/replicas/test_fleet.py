@@ -213,6 +213,7 @@ def test_stopping_one_replica_loses_no_request_the_client_retried(fleet: Fleet):
     done: list[int] = []
     failures: list[BaseException] = []
     stopped = threading.Event()
+    stopper = threading.Thread(target=fleet.replicas[1].stop)
 
     def worker(w):
         for i in range(12):
@@ -223,13 +224,14 @@ def test_stopping_one_replica_loses_no_request_the_client_retried(fleet: Fleet):
                 failures.append(exc)
             if len(done) >= 16 and not stopped.is_set():
                 stopped.set()
-                threading.Thread(target=fleet.replicas[1].stop).start()
+                stopper.start()
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(180)
+    stopper.join(60)  # SIGTERM: the replica finishes what it holds, then exits
     assert stopped.is_set() and not fleet.replicas[1].running
     assert not failures, failures[:3]
     assert len(done) == 48
