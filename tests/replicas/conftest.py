@@ -54,7 +54,8 @@ def fleet(tmp_path_factory, tiny_checkpoint, postgres_server, redis_server) -> F
     store.close()
     flags = ["--backend", "torch", "--database-url", database_url, "--redis-url", redis_server.url,
              "--key-refresh-s", str(KEY_REFRESH_S), "--database-timeout-s", str(DATABASE_TIMEOUT_S),
-             "--trusted-proxies", "127.0.0.1", "--log-level", "info", "--preprocess-threads", "1"]
+             "--trusted-proxies", "127.0.0.1", "--log-level", "info", "--preprocess-threads", "1",
+             "--collections-uri", str(folder / "shared-collections")]  # one store every replica reaches
     replicas = [Replica(tiny_checkpoint, folder / f"r{i}", *flags, name=f"replica{i}") for i in range(2)]
     for replica in replicas:
         replica.start(wait=False)

@@ -165,6 +165,35 @@ def test_key_changes_reach_the_other_replica_within_a_second(fleet: Fleet):
     print(f"revocation seen by the other replica after {took * 1000:.0f} ms")
 
 
+def test_collections_on_a_shared_store_take_writes_from_both_replicas(fleet: Fleet):
+    """Both replicas use one LanceDB folder (--collections-uri): concurrent adds through both are all
+    stored, and each replica sees the other's items."""
+    _, key = fleet.new_key("collector")
+    auth = {"authorization": f"Bearer {key}"}
+    one, other = fleet.replicas
+    r = httpx.post(one.url + "/v1/collections", json={"name": "shared"}, headers=auth, timeout=60)
+    assert r.status_code == 200, r.text
+
+    def add(i):
+        items = [{"id": f"item-{i}-{j}", "image": _png_b64(100 + 2 * i + j), "metadata": {"batch": i}}
+                 for j in range(2)]
+        return httpx.post(fleet.replicas[i % 2].url + "/v1/collections/shared/items", json={"items": items},
+                          headers=auth, timeout=120)
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(add, range(12)))
+    assert [r.status_code for r in answers] == [200] * 12, [r.text for r in answers if r.status_code != 200][:2]
+    assert sum(r.json()["added"] for r in answers) == 24
+    for replica in (one, other):
+        info = httpx.get(replica.url + "/v1/collections/shared", headers=auth, timeout=60).json()
+        assert info["count"] == 24, info
+    got = httpx.get(one.url + "/v1/collections/shared/items/item-1-0", headers=auth, timeout=60)  # added via `other`
+    assert got.status_code == 200 and got.json()["metadata"] == {"batch": 1}
+    found = httpx.post(other.url + "/v1/collections/shared/search", json={"query": {"text": "a photo"}, "top_k": 30},
+                       headers=auth, timeout=60).json()
+    assert len(found["data"]) == 24
+
+
 def _png_b64(seed: int) -> str:
     from tests.support.images import b64, image_bytes
 
