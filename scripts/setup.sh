@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with the CPU build of torch and sigserve (editable). Usage: scripts/setup.sh [extras]
-# e.g. scripts/setup.sh test   or   scripts/setup.sh onnx,eval
+# e.g. scripts/setup.sh test   or   scripts/setup.sh test,eval,batch   (batch: Ray, for `sigserve batch`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"

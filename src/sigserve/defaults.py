@@ -15,6 +15,9 @@ TRAINED_MAX_PATCHES = 1024  # beyond this the model extrapolates poorly (paper, 
 DEFAULT_MAX_NUM_PATCHES = 256
 
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard, about 8000 x 8000
+# Image formats decoded; every other Pillow decoder (EPS through Ghostscript, PSD, ICO, ...) is refused:
+# rarely needed, and each one is attack surface. MPO is the multi-picture JPEG that many phones write.
+IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF")
 DEFAULT_IMAGE_BATCH = 8  # images per forward pass on CPU (measured best, docs/benchmarks.md)
 DEFAULT_TEXT_BATCH = 64
 DEFAULT_TEXT_CACHE_SIZE = 4096  # normalised prompt embeddings kept (LRU): fixed label sets cost nothing

@@ -20,6 +20,11 @@ class InvalidArgumentError(SigserveError, ValueError):
         self.param = param
 
 
+class BatchError(SigserveError):
+    """A `sigserve batch` job cannot start or continue: bad SRC or DEST, a resume that does not match,
+    Ray missing. (One bad image is never this: it becomes an output row with its error.)"""
+
+
 class InputError(SigserveError, ValueError):
     """One input item is unusable. `index` is its position in the caller's list."""
 
@@ -42,6 +47,13 @@ class ImageTooLargeError(InputError):
     """More pixels than the configured cap (decompression-bomb guard)."""
 
     code = "image_too_large"
+
+
+class RequestTooLargeError(InputError):
+    """The request as a whole asks for more than a per-request budget allows (named at the item
+    where it crossed the budget)."""
+
+    code = "request_too_large"
 
 
 class TextInputError(InputError):

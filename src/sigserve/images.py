@@ -16,6 +16,7 @@ import io
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from PIL import Image, ImageOps
 from sigserve.defaults import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_NUM_PATCHES,
+    IMAGE_FORMATS,
     MAX_PATCHES,
     MIN_PATCHES,
     TRAINED_MAX_PATCHES,
@@ -33,6 +35,9 @@ from sigserve.errors import ImageDecodeError, ImageTooLargeError, InvalidArgumen
 
 PATCH_SIZE = 16  # SigLIP 2 NaFlex's; a checkpoint's own comes from its config (VisionConfig.patch_size)
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# File extensions of the accepted formats: what folder scans (embed, index, eval, batch) pick up.
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
+STRIP_ROWS = 256  # rows converted at a time (16-bit to 8-bit, transparency onto white)
 
 # uint8 -> normalised float32, computed exactly as the oracle does: float64 rescale, cast, normalise.
 LUT = ((np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)
@@ -94,13 +99,14 @@ def naflex_size(height: int, width: int, max_num_patches: int, patch: int = PATC
 
 
 def open_image(item, index: int | None = None, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-               exif_transpose: bool = True, draft_max_num_patches: int | None = None) -> Image.Image:
+               exif_transpose: bool = True, draft_max_num_patches: int | None = None,
+               formats: Sequence[str] = IMAGE_FORMATS) -> Image.Image:
     """A path, bytes, PIL image or (H, W[, 3|4]) uint8 array -> a decoded RGB PIL image.
-    Raises ImageDecodeError / ImageTooLargeError naming `index`.
+    Raises ImageDecodeError / ImageTooLargeError naming `index`; only `formats` are decoded.
     `draft_max_num_patches`: for a JPEG much larger than its NaFlex target at that many patches, decode
     at a reduced DCT scale (1/2..1/8, still at least twice the target per side). Faster, but no longer
     bit-exact with the reference preprocessing (docs/benchmarks.md gives the distance): opt-in."""
-    image = _open(item, index)
+    image = _open(item, index, formats)
     if image.width * image.height > max_pixels:
         raise ImageTooLargeError(index, f"image has {image.width}x{image.height} pixels, more than the limit of {max_pixels}")
     try:
@@ -113,7 +119,17 @@ def open_image(item, index: int | None = None, *, max_pixels: int = DEFAULT_MAX_
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(index, str(exc)) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(index, f"cannot decode image: {exc}") from exc
+        raise ImageDecodeError(index, f"cannot decode {describe(item)}: {exc}") from exc
+
+
+def image_size(item, index: int | None = None, formats: Sequence[str] = IMAGE_FORMATS) -> tuple[int, int]:
+    """(width, height) from the header alone, without decoding: what a decode will cost before it runs."""
+    if isinstance(item, Image.Image):
+        return item.size
+    if isinstance(item, np.ndarray):
+        return (item.shape[1], item.shape[0]) if item.ndim >= 2 else (0, 0)
+    with _open(item, index, formats) as image:
+        return image.size
 
 
 def _draft(image: Image.Image, max_num_patches: int, exif_transpose: bool) -> None:
@@ -128,7 +144,7 @@ def _draft(image: Image.Image, max_num_patches: int, exif_transpose: bool) -> No
         image.draft(image.mode, (2 * tw, 2 * th))
 
 
-def _open(item, index: int | None) -> Image.Image:
+def _open(item, index: int | None, formats: Sequence[str] = IMAGE_FORMATS) -> Image.Image:
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, np.ndarray):
@@ -149,11 +165,29 @@ def _open(item, index: int | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
-            return Image.open(source)
+            return Image.open(source, formats=_decoders(formats))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(index, str(exc)) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(index, f"not a readable image: {exc}") from exc
+        raise ImageDecodeError(index, f"{describe(item)} is not a readable image in an accepted format "
+                                      f"({', '.join(formats)})") from exc
+
+
+def _decoders(formats: Sequence[str]) -> list[str]:
+    """The accepted formats this Pillow can decode (HEIF, for one, needs the pillow-heif plugin)."""
+    Image.init()  # registers every installed plugin (idempotent)
+    return [f for f in formats if f in Image.OPEN]
+
+
+def describe(item) -> str:
+    """What an input item was, for an error message (never a Python repr of a buffer)."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item[:8])
+        head = data.decode("ascii") if data.isascii() and data.decode("ascii").isprintable() else data.hex(" ")
+        return f"the data ({len(item):,} bytes, starting {head!r})"
+    if isinstance(item, (str, os.PathLike)):
+        return f"the file {item}"
+    return f"the {type(item).__name__}"
 
 
 def _from_array(a: np.ndarray, index: int | None) -> Image.Image:
@@ -168,17 +202,37 @@ def _from_array(a: np.ndarray, index: int | None) -> Image.Image:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """As transformers' convert_to_rgb: transparency is composited onto white. One deliberate
-    difference: 16-bit images are scaled to 8 bits (PIL's own conversion clips them to white)."""
+    difference: 16-bit images are scaled to 8 bits (PIL's own conversion clips them to white).
+    Both steps work in strips of rows, so a large image never holds more than one extra full-size
+    copy (its 8-bit RGB result) beside the decoded original."""
     if image.mode in SIXTEEN_BIT_MODES:
-        a = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8))
+        image = _sixteen_to_eight(image)
     if image.mode == "RGB":
         return image
     if "A" in image.getbands() or image.info.get("transparency") is not None:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        return _on_white(image)
     return image.convert("RGB")
+
+
+def _sixteen_to_eight(image: Image.Image) -> Image.Image:
+    """rint(v / 257) in integers ((2v + 257) // 514: no ties, 257 being odd), one strip at a time."""
+    out = np.empty((image.height, image.width), np.uint8)
+    for top in range(0, image.height, STRIP_ROWS):
+        strip = np.asarray(image.crop((0, top, image.width, min(top + STRIP_ROWS, image.height))), np.int64)
+        out[top: top + len(strip)] = (2 * np.clip(strip, 0, 65535) + 257) // 514
+    return Image.fromarray(out)
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """alpha_composite over opaque white, strip by strip: per-pixel arithmetic, so the same bytes as
+    compositing the whole image at once (the reference), at a fraction of the memory."""
+    out = Image.new("RGB", image.size)
+    for top in range(0, image.height, STRIP_ROWS):
+        box = (0, top, image.width, min(top + STRIP_ROWS, image.height))
+        rgba = image.crop(box).convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        out.paste(Image.alpha_composite(white, rgba).convert("RGB"), box[:2])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

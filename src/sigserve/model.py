@@ -132,6 +132,13 @@ class PoolingAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias)  # (B, H, 1, D/H)
         return self.out_proj(y.transpose(1, 2).reshape(B, 1, D))
 
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """forward's output for each key on its own, (B, N, D) -> (B, N, D): with a single key every
+        head gives it weight 1, so the probe and the keys drop out and only the value path is left."""
+        _, _, wv = self.in_proj_weight.chunk(3)
+        _, _, bv = self.in_proj_bias.chunk(3)
+        return self.out_proj(F.linear(x, wv, bv))
+
 
 class MAPHead(nn.Module):
     """Multihead attention pooling: one learned probe attends over the valid patches."""
@@ -147,6 +154,12 @@ class MAPHead(nn.Module):
         h = self.attention(self.probe.expand(x.shape[0], -1, -1), x, key_bias)  # (B, 1, D)
         h = h + self.mlp(self.layernorm(h))  # no LayerNorm before the attention: x is post-LN already
         return h[:, 0]  # (B, D)
+
+    def per_patch(self, x: torch.Tensor) -> torch.Tensor:
+        """What forward returns when the probe may attend to one patch only, for every patch at once:
+        (B, N, D) -> (B, N, D). Region embeddings in the pooled space (MaskCLIP, for attention pooling)."""
+        h = self.attention.values(x)  # (B, N, D)
+        return h + self.mlp(self.layernorm(h))
 
 
 class VisionTransformer(nn.Module):

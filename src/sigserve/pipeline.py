@@ -4,6 +4,7 @@ batching and scoring; the numeric work is the backend's."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,16 +21,17 @@ from sigserve.defaults import (
     DEFAULT_MODEL,
     DEFAULT_TEXT_BATCH,
     DEFAULT_TEXT_CACHE_SIZE,
+    IMAGE_FORMATS,
 )
 from sigserve.dummy import dummy_checkpoint
 from sigserve.errors import InvalidArgumentError
-from sigserve.images import Patches, check_max_num_patches, open_image, pack, to_patches
-from sigserve.model import Siglip2
+from sigserve.images import Patches, check_max_num_patches, image_size, open_image, pack, to_patches
+from sigserve.model import MAPHead, Siglip2
 from sigserve.prompts import build_prompts, check_templates, label_matrix
 from sigserve.scoring import l2_normalize, sigmoid_probabilities
 from sigserve.textcache import TextEmbeddingCache
 from sigserve.tokenizer import TextTokenizer, TokenBatch
-from sigserve.weights import Checkpoint, resolve
+from sigserve.weights import Checkpoint, build_head, resolve
 
 BUCKET_BATCHES = 4  # images are sorted by patch count within windows of this many batches (less padding)
 MAX_WINDOW = 64  # images per window at most: bounds the patches held (and prefetched) in memory
@@ -39,7 +41,8 @@ PREFETCH_WORKERS = 2  # threads decoding the next window while the current one i
 def load(model: str | os.PathLike = DEFAULT_MODEL, *, dummy: bool = False,
          backend: str | None = None, precision: str = "fp32", device: str = "cpu", revision: str | None = None,
          cache_dir: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, exif_transpose: bool = True,
-         text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False) -> Pipeline:
+         text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False,
+         image_formats: Sequence[str] = IMAGE_FORMATS) -> Pipeline:
     """Load SigLIP 2 NaFlex from a local folder, the HF cache or the hub (downloaded once).
     `dummy=True` keeps the architecture (from the folder's config.json, else the base model's) with
     random weights and a stand-in tokenizer: for benchmarks and load tests, never for real answers.
@@ -50,14 +53,15 @@ def load(model: str | os.PathLike = DEFAULT_MODEL, *, dummy: bool = False,
     checkpoint = dummy_checkpoint(str(model)) if dummy else resolve(model, revision, cache_dir)
     chosen = create_backend(backend, checkpoint, precision=precision, device=device)
     return Pipeline(checkpoint, chosen, max_image_pixels=max_image_pixels, exif_transpose=exif_transpose,
-                    text_cache_size=text_cache_size, jpeg_draft=jpeg_draft)
+                    text_cache_size=text_cache_size, jpeg_draft=jpeg_draft, image_formats=image_formats)
 
 
 class Pipeline:
     """Implements sigserve.engine.ServedModel (the low-level half below), which the server drives."""
 
     def __init__(self, checkpoint: Checkpoint, backend: Backend, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 exif_transpose: bool = True, text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False):
+                 exif_transpose: bool = True, text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False,
+                 image_formats: Sequence[str] = IMAGE_FORMATS):
         self.checkpoint = checkpoint
         self.backend = backend
         self.config = checkpoint.config
@@ -65,6 +69,7 @@ class Pipeline:
         self.max_image_pixels = max_image_pixels
         self.exif_transpose = exif_transpose
         self.jpeg_draft = jpeg_draft
+        self.image_formats = tuple(image_formats)  # decoded; every other format is refused
         self.embedding_dim = self.config.vision.hidden_size
         self.dummy = checkpoint.source == "dummy"
         self.text_cache = TextEmbeddingCache(text_cache_size)
@@ -78,10 +83,14 @@ class Pipeline:
     def preprocess(self, item, index: int | None = None, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> Patches:
         """Decode one item with this pipeline's options (EXIF, opt-in JPEG draft decoding) and pixel
         cap, then cut it into its NaFlex patches."""
-        image = open_image(item, index, max_pixels=self.max_image_pixels,
+        image = open_image(item, index, max_pixels=self.max_image_pixels, formats=self.image_formats,
                            exif_transpose=self.exif_transpose,
                            draft_max_num_patches=max_num_patches if self.jpeg_draft else None)
         return to_patches(image, max_num_patches, self.config.vision.patch_size)
+
+    def image_size(self, item, index: int | None = None) -> tuple[int, int]:
+        """(width, height) from the image's header, without decoding it."""
+        return image_size(item, index, self.image_formats)
 
     def encode_patches(self, patches: list[Patches], with_features: bool = False):
         """Raw pooled embeddings (B, D) and, if asked, each image's (rows, cols, D) feature grid."""
@@ -99,6 +108,24 @@ class Pipeline:
 
     def probabilities(self, image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
         return sigmoid_probabilities(image_embeds, text_embeds, self.backend.logit_scale, self.backend.logit_bias)
+
+    def score_patches(self, grid: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
+        """One image's (rows, cols, D) patch features and (T, D) L2-normalised text embeddings -> (T, rows, cols)
+        probabilities: each patch's region embedding (patch_embeddings) scored as a pooled image would be."""
+        regions = self.patch_embeddings(grid)
+        rows, cols, dim = regions.shape
+        return self.probabilities(regions.reshape(rows * cols, dim), text_embeds).T.reshape(-1, rows, cols)
+
+    def patch_embeddings(self, grid: np.ndarray) -> np.ndarray:
+        """Patch features (..., D) -> L2-normalised region embeddings (..., D): each patch through the pooling
+        head as if the probe attended to it alone (MAPHead.per_patch), so they live where image embeddings do.
+        Computed in torch from the checkpoint's head, whichever backend produced the features."""
+        with torch.inference_mode():
+            return l2_normalize(self._head.per_patch(torch.tensor(grid, dtype=torch.float32)).numpy())
+
+    @functools.cached_property
+    def _head(self) -> MAPHead:
+        return build_head(self.checkpoint)  # memory-mapped, read on first use
 
     # -- high level ---------------------------------------------------------------------------
 
@@ -143,6 +170,16 @@ class Pipeline:
         k = len(labels) if top_k is None else max(0, min(int(top_k), len(labels)))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+    def heatmap(self, image, texts: Sequence[str], max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> np.ndarray:
+        """Where in `image` each text matches: (len(texts), rows, cols) calibrated probabilities, one per NaFlex
+        patch of the image's grid at `max_num_patches` (raster order, as patch_features). Each patch is scored
+        as the pooled image is, as if the pooling head had seen that patch alone (MaskCLIP's approach)."""
+        texts = _as_list(texts, "texts")
+        if not texts:
+            raise InvalidArgumentError("texts must not be empty", "texts")
+        [grid] = self.patch_features([image], max_num_patches)
+        return self.score_patches(grid, self.embed_texts(texts))
 
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
         """(L, D): per label the mean of its L2-normalised prompt embeddings, re-normalised. Prompt

@@ -38,6 +38,11 @@ class TextTokenizer:
         self.context_length = context_length
         self.eos_id = self._special_id("<eos>")
         self.pad_id = self._special_id("<pad>")
+        # Only the first 63 tokens count, and no token spans more than `longest` characters, so a text
+        # is cut to this many characters before tokenizing: the same ids, and a 10 MB string costs what
+        # a 2 KB one does. (Lowercasing never shortens a text, so the cut stays long enough after it.)
+        longest = max(len(piece) for piece in tok.get_vocab() if not piece.startswith("<0x"))
+        self.max_chars = (context_length + 1) * longest
 
     def _special_id(self, token: str) -> int:
         i = self._tok.token_to_id(token)
@@ -52,7 +57,8 @@ class TextTokenizer:
         T = self.context_length
         ids = np.full((len(texts), T), self.pad_id, dtype=np.int64)
         lengths = []
-        for row, enc in enumerate(self._tok.encode_batch(texts, add_special_tokens=False)):
+        cut = [t[: self.max_chars] for t in texts]
+        for row, enc in enumerate(self._tok.encode_batch(cut, add_special_tokens=False)):
             tokens = enc.ids[: T - 1] + [self.eos_id]  # sticky EOS: truncation keeps room for it
             ids[row, : len(tokens)] = tokens
             lengths.append(len(tokens))

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from sigserve.config import ModelConfig
 from sigserve.errors import ModelLoadError
-from sigserve.model import Siglip2
+from sigserve.model import MAPHead, Siglip2
 from sigserve.paths import cache_dir
 
 HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
@@ -190,7 +191,21 @@ def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> Siglip2
     return model.eval().requires_grad_(False)
 
 
-def check_state(model: Siglip2, state: dict[str, torch.Tensor]) -> None:
+HEAD_PREFIX = "vision_model.head."
+
+
+def build_head(ckpt: Checkpoint) -> MAPHead:
+    """Only the vision tower's pooling head, fp32 on the CPU, on its memory-mapped tensors: for region
+    embeddings (MAPHead.per_patch) beside a backend that holds no torch model (onnx, aoti)."""
+    state = {k.removeprefix(HEAD_PREFIX): v.float() for k, v in mapped_tensors(ckpt).items() if k.startswith(HEAD_PREFIX)}
+    with torch.device("meta"):
+        head = MAPHead(ckpt.config.vision)
+    check_state(head, state)
+    head.load_state_dict(state, strict=True, assign=True)
+    return head.eval().requires_grad_(False)
+
+
+def check_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

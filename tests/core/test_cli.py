@@ -54,12 +54,18 @@ def test_embed_npy_and_parquet(tiny_checkpoint, tiny_model, image_folder, tmp_pa
     assert len(table["embedding"]) == 2 and len(table["embedding"][0]) == tiny_model.embedding_dim
 
 
-def test_classify_prints_a_table(tiny_checkpoint, image_folder):
+def test_classify_prints_a_readable_table(tiny_checkpoint, tiny_model, image_folder):
+    """A header, the labels best first, probabilities with significant digits (this random model's are
+    about 2e-5: a fixed four decimals printed 0.0000 for all), equal to the library's."""
     result = run("classify", image_folder / "coffee.jpg", "--labels", "cup,rocket,cat", "-m", tiny_checkpoint)
-    lines = result.output.strip().splitlines()
-    assert lines[0].endswith("coffee.jpg") and len(lines) == 4
-    scores = [float(line.split()[1]) for line in lines[1:]]
-    assert scores == sorted(scores, reverse=True)
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].endswith("coffee.jpg") and lines[1].split() == ["LABEL", "PROBABILITY"]
+    table = [line.split() for line in lines[2:5]]
+    want = dict(tiny_model.classify([image_folder / "coffee.jpg"], ["cup", "rocket", "cat"])[0])
+    assert [row[0] for row in table] == sorted(want, key=want.get, reverse=True)
+    for label, shown, *_ in table:
+        assert float(shown) == pytest.approx(want[label], rel=1e-2) and float(shown) > 0
+    assert "need not sum to 1" in result.output
 
 
 def test_info_and_dummy_flag(tiny_checkpoint):
@@ -72,3 +78,76 @@ def test_info_and_dummy_flag(tiny_checkpoint):
 def test_missing_model_is_a_clean_error(tmp_path):
     result = runner.invoke(build_app(), ["info", "-m", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "not a checkpoint folder" in result.output
+
+
+# -- the first hour's rough edges (each failed before its fix) ------------------------------------
+
+
+def invoke(*args):
+    return runner.invoke(build_app(), [str(a) for a in args])
+
+
+def test_embed_format_follows_the_extension_and_never_overwrites(tiny_checkpoint, image_folder, tmp_path):
+    out = tmp_path / "e.npy"
+    run("embed", image_folder / "coffee.jpg", "-o", out, "-m", tiny_checkpoint)  # no --format: .npy means npy
+    assert np.load(out).shape[0] == 1 and (tmp_path / "e.jsonl").is_file()
+    again = invoke("embed", image_folder / "coffee.jpg", "-o", out, "-m", tiny_checkpoint)
+    assert again.exit_code == 2 and "--overwrite" in again.output  # the array and its index stay untouched
+    (tmp_path / "f.jsonl").write_text("someone's notes\n")  # an index that would be clobbered
+    clash = invoke("embed", image_folder / "coffee.jpg", "-o", tmp_path / "f.npy", "-m", tiny_checkpoint)
+    assert clash.exit_code == 2 and "f.jsonl exists" in clash.output
+    assert (tmp_path / "f.jsonl").read_text() == "someone's notes\n"
+    run("embed", image_folder / "coffee.jpg", "-o", out, "-m", tiny_checkpoint, "--overwrite")
+    wrong = invoke("embed", "--text", "a", "-o", tmp_path / "x.npy", "--format", "jsonl", "-m", tiny_checkpoint)
+    assert wrong.exit_code == 2 and "does not match" in wrong.output
+    unknown = invoke("embed", "--text", "a", "-o", tmp_path / "x.bin", "-m", tiny_checkpoint)
+    assert unknown.exit_code == 2 and "cannot tell the format" in unknown.output
+
+
+def test_embed_errors_are_one_line_and_nothing_is_exit_1(tiny_checkpoint, tmp_path):
+    missing = invoke("embed", "--texts-file", tmp_path / "missing.txt", "-o", tmp_path / "o.jsonl", "-m", tiny_checkpoint)
+    assert missing.exit_code == 2 and "missing.txt" in missing.output and "Traceback" not in missing.output
+    zero = invoke("embed", "--text", "a", "-o", tmp_path / "o.jsonl", "-m", tiny_checkpoint, "--batch-size", "0")
+    assert zero.exit_code == 2 and "batch-size" in zero.output
+    gone = invoke("embed", tmp_path / "nope1.jpg", tmp_path / "nope2.jpg", "-o", tmp_path / "o.jsonl", "-m", tiny_checkpoint)
+    assert gone.exit_code == 1 and "nothing written" in gone.output and not (tmp_path / "o.jsonl").exists()
+
+
+def test_classify_bad_arguments_fail_and_dummy_is_announced(tiny_checkpoint, image_folder, tmp_path):
+    bad = invoke("classify", image_folder / "coffee.jpg", "--labels", "a,b", "--template", "no slot", "-m", tiny_checkpoint)
+    assert bad.exit_code == 2 and "{}" in bad.output and "skipped" not in bad.output
+    unreadable = invoke("classify", image_folder / "sub" / "broken.jpg", "--labels", "a,b", "-m", tiny_checkpoint)
+    assert unreadable.exit_code == 1 and "broken.jpg" in unreadable.output
+    for command in (["classify", image_folder / "coffee.jpg", "--labels", "a"],
+                    ["embed", "--text", "a", "-o", tmp_path / "d.jsonl"]):
+        result = invoke(*command, "-m", tiny_checkpoint, "--load-format", "dummy")
+        assert result.exit_code == 0 and "DUMMY" in result.output, result.output
+
+
+def test_version_and_cache_commands(tiny_checkpoint, tmp_path, monkeypatch):
+    from sigserve import __version__
+
+    assert run("--version").output.strip() == f"sigserve {__version__}"
+    monkeypatch.setenv("SIGSERVE_CACHE", str(tmp_path / "cache"))
+    run("info", "-m", tiny_checkpoint, "--load-format", "dummy")  # writes a dummy checkpoint into the cache
+    listing = run("cache", "list").output
+    assert "dummy" in listing and "total" in listing
+    run("cache", "clear", "dummy", "--yes")
+    assert not (tmp_path / "cache" / "dummy").exists()
+    assert invoke("cache", "clear", "aoti", "--yes").exit_code == 2  # nothing there
+
+
+def test_serve_checks_the_port_before_loading(monkeypatch):
+    import socket
+
+    import sigserve.server.app as app_module
+
+    def never(settings):
+        raise AssertionError("the model was loaded although the port is taken")
+
+    monkeypatch.setattr(app_module, "load_pipeline", never)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = invoke("serve", "--port", taken.getsockname()[1], "--host", "127.0.0.1")
+    assert result.exit_code == 2 and "cannot listen" in result.output

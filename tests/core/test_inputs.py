@@ -153,3 +153,15 @@ def test_classify_with_several_templates_averages_normalised_prompts(tiny_model,
     expected = tiny_model.probabilities(image, emb)[0]
     got = dict(tiny_model.classify([photos["chelsea"]], labels, templates=templates)[0])
     assert [got["cat"], got["dog"]] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_long_texts_are_cut_before_tokenizing_without_changing_the_ids(tiny_model, oracle):
+    """Only 63 tokens count: a text is cut to a few KB first (a 10 MB string must not cost seconds of
+    tokenizing), and the ids are the reference's, also for texts far longer than the cut."""
+    tokenizer = tiny_model.tokenizer
+    assert 64 <= tokenizer.max_chars <= 64 * 1024
+    rng = np.random.default_rng(0)
+    words = ["cat", "ΣΟΦΟΣ", "日本語", "  ", "🐱", "straße", "x" * 40, "İstanbul", "\u00e9\u0301"]
+    texts = [" ".join(rng.choice(words, 4000)) for _ in range(3)] + ["a" * 100_000, " " * 50_000 + "b"]
+    assert all(len(t) > tokenizer.max_chars for t in texts)
+    assert np.array_equal(tokenizer(texts).ids, oracle.token_ids(texts))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 
 import httpx
 import numpy as np
@@ -93,7 +94,28 @@ def test_cli_retrieval_and_errors(cli, tiny_checkpoint, shapes, tmp_path):
     (bad / "broken.jpg").write_bytes(b"not an image")
     r = cli("eval", "zeroshot", "--model", tiny_checkpoint, "--data", bad.parent, "--output", out, "--no-cache",
             "--no-progress")
-    assert r.exit_code == 2 and "broken.jpg" in r.output
+    assert r.exit_code == 2 and "broken.jpg" in r.output  # nothing readable at all: an error, not a metric
+
+
+def test_cli_skips_a_corrupt_image_and_names_it(cli, tiny_checkpoint, shapes, tmp_path):
+    """One corrupt file no longer aborts a run: it is skipped, counted in the record and named in the
+    summary and on stderr (exit 0); --strict stops at it (exit 2)."""
+    import shutil
+
+    data = shutil.copytree(shapes["folder"], tmp_path / "data")
+    first_class = sorted(p for p in data.iterdir())[0]
+    (first_class / "zz-broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out = tmp_path / "zs.json"
+    r = cli("eval", "zeroshot", "--model", tiny_checkpoint, "--data", data, "--output", out, "--no-cache",
+            "--no-progress", "--templates", "clip")
+    assert r.exit_code == 0, r.output
+    assert "skipped 1 unreadable image" in r.output and "zz-broken.jpg" in r.output
+    record = json.loads(out.read_text())
+    assert record["sigserve"]["skipped_images"] == 1
+    assert "zz-broken.jpg" in (tmp_path / "zs.md").read_text()
+    r = cli("eval", "zeroshot", "--model", tiny_checkpoint, "--data", data, "--output", out, "--no-cache",
+            "--no-progress", "--strict")
+    assert r.exit_code == 2 and "zz-broken.jpg" in r.output
 
 
 def test_cli_dummy_load_format(cli, tiny_checkpoint, shapes, tmp_path):
@@ -169,3 +191,15 @@ def test_against_the_real_server_app(tiny_model, tiny_checkpoint, shapes, tmp_pa
     local = evaluate_zeroshot(LibrarySource(tiny_model, "tiny"), ds, ["a photo of a {}"], [64], out)
     assert via_server.records[0]["metrics"] == pytest.approx(local.records[0]["metrics"], abs=1e-12)
     assert np.isfinite(list(via_server.records[0]["metrics"].values())).all()
+
+
+def test_cli_server_unreachable_and_plot_without_matplotlib(cli, tiny_checkpoint, shapes, tmp_path, monkeypatch):
+    from tests.support.server import free_port
+
+    r = cli("eval", "zeroshot", "--model", "tiny", "--server", f"http://127.0.0.1:{free_port()}",
+            "--data", shapes["folder"], "--output", tmp_path / "x.json", "--no-progress")
+    assert r.exit_code == 2 and "cannot reach the server" in r.output and "Traceback" not in r.output
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the eval extra were not installed
+    r = cli("eval", "zeroshot", "--model", tiny_checkpoint, "--data", shapes["folder"], "--output", tmp_path / "s.json",
+            "--max-num-patches", "64,144", "--no-progress")
+    assert r.exit_code == 2 and "matplotlib" in r.output and not (tmp_path / "s.json").exists()

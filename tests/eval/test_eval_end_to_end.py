@@ -160,7 +160,7 @@ def test_retrieval_per_language_equals_oracle(tiny_model, oracle, shapes, tmp_pa
             assert r["metrics"] == pytest.approx(expected[r["language"]], abs=1e-12), (n, r["language"])
     de = next(r for r in result.records if r["language"] == "de")
     n_de = sum(a.get("language") == "de" for a in json.loads(shapes["captions"].read_text())["annotations"])
-    assert de["sigserve"] == {"num_images": n_de, "num_texts": n_de} and n_de < len(ds.image_paths)
+    assert de["sigserve"] == {"num_images": n_de, "num_texts": n_de, "skipped_images": 0} and n_de < len(ds.image_paths)
 
 
 def test_resume_and_template_change_reuse_cached_images(tiny_model, shapes, tmp_path):

@@ -17,13 +17,13 @@ SRC = ROOT / "src" / "sigserve"
 
 # Lower layers never import higher ones. Top-level modules and packages of sigserve, bottom first.
 LAYERS = [
-    {"errors", "defaults", "paths"},
+    {"errors", "defaults", "paths", "memory"},
     {"config", "artifacts", "scoring", "textcache"},
     {"model", "images", "tokenizer", "prompts"},
     {"weights", "dummy"},
     {"backends"},
     {"pipeline"},
-    {"engine", "accounts", "eval", "collections"},
+    {"engine", "accounts", "eval", "collections", "batch"},
     {"server"},
     {"cli"},
 ]

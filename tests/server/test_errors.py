@@ -76,7 +76,7 @@ def test_models_listing(client, tiny_model):
     (card,) = models.data
     assert card.id == MODEL and card.object == "model"
     extra = card.model_dump()
-    assert extra["capabilities"] == ["embeddings", "classify", "rerank", "patch_features"]
+    assert extra["capabilities"] == ["embeddings", "classify", "rerank", "patch_features", "heatmap"]
     assert extra["embedding_dim"] == tiny_model.embedding_dim
     assert extra["max_num_patches"]["min"] == 16 and extra["max_num_patches"]["max"] == 4096
     assert extra["dummy"] is False and "per_1k_images" in extra["pricing"]

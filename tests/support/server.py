@@ -22,7 +22,10 @@ class LiveServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=30))
+        from sigserve.server.app import server_options
+
+        options = {**server_options(app.state.settings), "log_level": "warning"}
+        self.server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **options))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> LiveServer:
@@ -49,7 +52,7 @@ def make_settings(tmp_path, checkpoint, **overrides):
     from sigserve.server.settings import Settings
 
     values = dict(model=str(checkpoint), served_model_name=MODEL, data_dir=tmp_path, max_wait_ms=2.0,
-                  max_items=64, max_body_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000)
+                  max_items=64, max_body_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000, keep_alive_s=30)
     values.update(overrides)
     return Settings(**values)
 

@@ -27,8 +27,8 @@ from sigserve.cli.common import (
     fail,
     load_or_exit,
 )
-from sigserve.cli.embed import IMAGE_EXTENSIONS
 from sigserve.errors import InputError, InvalidArgumentError, SigserveError
+from sigserve.images import IMAGE_EXTENSIONS
 
 CollectionOpt = typer.Option(..., "--collection", "-c", help="Collection name.")
 UriOpt = typer.Option(None, "--uri", help="LanceDB URI of the store (default: <data folder>/collections; "

@@ -42,6 +42,8 @@ DATASET = typer.Option(None, "--dataset",
                        help="Data set name in the JSON; imagenet1k, imagenetv2 and mscoco_captions get the paper's "
                             "numbers beside ours.")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="tqdm progress bars on stderr.")
+STRICT = typer.Option(False, "--strict", help="Stop at the first unreadable image (default: skip it, count it, "
+                      "name it in the summary).")
 
 
 def register(app: typer.Typer) -> None:
@@ -73,10 +75,17 @@ def _source(model: str, server: str | None, api_key: str | None, load_format: st
     return LibrarySource(loaded, model, "dummy" if load_format == "dummy" else None)
 
 
-def _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress):
+def _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress, strict, lengths):
+    """Where results go; a plot that would need matplotlib, when it is missing, fails here, before any work."""
+    import importlib.util
+
     from sigserve.eval.api import Outputs
 
-    return Outputs(output, summary, plot, cache_dir, not no_cache, batch_size, progress)
+    out = Outputs(output, summary, plot, cache_dir, not no_cache, batch_size, progress, strict)
+    if out.wants_plot(lengths) and importlib.util.find_spec("matplotlib") is None:
+        fail("the sweep's plot needs matplotlib, from the eval extra: pip install -e '.[eval]' in the sigserve "
+             "checkout (or scripts/setup.sh eval); or pass a single --max-num-patches")
+    return out
 
 
 def _report(result) -> None:
@@ -88,6 +97,11 @@ def _report(result) -> None:
                f"cached {s.images_cached} images / {s.texts_cached} texts", err=True)
     for kind, path in result.files.items():
         typer.echo(f"{kind}: {path}", err=True)
+    if result.skipped:
+        typer.secho(f"warning: skipped {len(result.skipped)} unreadable image(s), left out of the metrics "
+                    "(--strict stops at the first):", fg=typer.colors.YELLOW, err=True)
+        for path, why in list(result.skipped.items())[:10]:
+            typer.echo(f"  {path}: {why}", err=True)
 
 
 def _zeroshot_name(data, classnames: str | None) -> str | None:
@@ -115,7 +129,7 @@ def zeroshot(
     backend: BackendChoice = BackendOpt, precision: Precision = PrecisionOpt, batch_size: int = BATCH,
     cache_dir: Optional[Path] = CACHE_DIR, no_cache: bool = NO_CACHE, plot: Optional[Path] = PLOT,
     summary: Optional[Path] = SUMMARY, server: Optional[str] = SERVER, api_key: Optional[str] = API_KEY,
-    progress: bool = PROGRESS,
+    progress: bool = PROGRESS, strict: bool = STRICT,
 ) -> None:
     """Zero-shot classification: acc1, acc5, mean_per_class_recall."""
     from sigserve.eval import evaluate_zeroshot, load_classification, load_templates
@@ -125,7 +139,7 @@ def zeroshot(
         ds = load_classification(data, classnames, images, canonical=not raw_templates)
         prompts = load_templates(templates, canonical=not raw_templates)
         source = _source(model, server, api_key, load_format, backend, precision)
-        out = _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress)
+        out = _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress, strict, lengths)
         result = evaluate_zeroshot(source, ds, prompts, lengths, out, dataset or _zeroshot_name(ds, classnames))
     except (SigserveError, OSError) as exc:
         fail(exc)
@@ -144,7 +158,7 @@ def retrieval(
     backend: BackendChoice = BackendOpt, precision: Precision = PrecisionOpt, batch_size: int = BATCH,
     cache_dir: Optional[Path] = CACHE_DIR, no_cache: bool = NO_CACHE, plot: Optional[Path] = PLOT,
     summary: Optional[Path] = SUMMARY, server: Optional[str] = SERVER, api_key: Optional[str] = API_KEY,
-    progress: bool = PROGRESS,
+    progress: bool = PROGRESS, strict: bool = STRICT,
 ) -> None:
     """Image-text retrieval: recall@1/5/10 both directions, one record per caption language."""
     from sigserve.eval import evaluate_retrieval, load_retrieval
@@ -153,7 +167,7 @@ def retrieval(
     try:
         ds = load_retrieval(data, images, split, dataset)
         source = _source(model, server, api_key, load_format, backend, precision)
-        out = _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress)
+        out = _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress, strict, lengths)
         result = evaluate_retrieval(source, ds, lengths, out)
     except (SigserveError, OSError) as exc:
         fail(exc)

@@ -7,6 +7,7 @@ environment variables, then the Settings defaults, fill in everything else."""
 from __future__ import annotations
 
 import inspect
+import socket
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -29,7 +30,7 @@ def serve(**given: Any) -> None:
     from pydantic import ValidationError
 
     from sigserve.errors import SigserveError
-    from sigserve.server.app import create_app, load_pipeline
+    from sigserve.server.app import create_app, load_pipeline, server_options
 
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
@@ -37,15 +38,27 @@ def serve(**given: Any) -> None:
         problems = "; ".join(f"{flag(str(e['loc'][0])) if e['loc'] else 'settings'}: {e['msg']}" for e in exc.errors())
         typer.echo(f"error: {problems}", err=True)
         raise typer.Exit(2) from None
+    sock = _bind(settings.host, settings.port)  # before the minutes of loading: a taken port fails at once
     typer.echo(f"loading {settings.model} ({'dummy weights' if settings.dummy else settings.load_format}) ...", err=True)
     try:
         loaded = load_pipeline(settings)
     except SigserveError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    # X-Forwarded-For is believed only from --trusted-proxies (the load balancer), never from clients.
-    uvicorn.run(create_app(settings, loaded), host=settings.host, port=settings.port, log_level=settings.log_level,
-                proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies)
+    config = uvicorn.Config(create_app(settings, loaded), host=settings.host, port=settings.port,
+                            **server_options(settings))
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now and handed to uvicorn (no window for another process to take it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc} "
+                   "(is another server running there? pick another --port)", err=True)
+        raise typer.Exit(2) from None
 
 
 def _parameter(name: str, field: FieldInfo) -> inspect.Parameter:

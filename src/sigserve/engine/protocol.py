@@ -23,6 +23,10 @@ class ServedModel(Protocol):
         """Decode one image (path, bytes, PIL, array) and cut it into NaFlex patches; raises InputError(index)."""
         ...
 
+    def image_size(self, item: Any, index: int | None = None) -> tuple[int, int]:
+        """(width, height) from the header alone (what decoding it will cost); raises InputError(index)."""
+        ...
+
     def encode_patches(self, patches: list[Patches], with_features: bool = False
                        ) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """Raw pooled (B, D) and, if asked, each image's (rows, cols, D) grid."""
@@ -36,4 +40,9 @@ class ServedModel(Protocol):
 
     def probabilities(self, image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
         """(n_img, n_txt) sigmoid probabilities from L2-normalised embeddings."""
+        ...
+
+    def score_patches(self, grid: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:
+        """One image's (rows, cols, D) patch features, (T, D) normalised texts -> (T, rows, cols) probabilities
+        (heatmaps: the pooling head per patch; torch arithmetic on the head's weights, safe beside the worker)."""
         ...

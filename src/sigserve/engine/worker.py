@@ -1,7 +1,9 @@
-"""The one thread that owns the model. Jobs wait in one FIFO per tower; the worker takes a
+"""The one thread that owns the model. Jobs wait in one fair queue per tower; the worker takes a
 micro-batch from the tower whose oldest job has waited longest, after letting the batch fill for
-at most `max_wait_s` (text-embeddings-inference style). Results go back to the asyncio loop that
-submitted them, through call_soon_threadsafe."""
+at most `max_wait_s` (text-embeddings-inference style). Within a tower, each owner (API key) has its
+own FIFO and a batch takes one job from each owner in turn, so a key that queued a thousand prompts
+delays another key's request by about one batch, not by the thousand. Results go back to the asyncio
+loop that submitted them, through call_soon_threadsafe."""
 
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ class Job:
     payload: Any
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    owner: str = ""  # who asked (the API key's id): the unit of fairness
     enqueued: float = field(default_factory=time.monotonic)
 
     def abandoned(self) -> bool:
@@ -66,11 +69,51 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
         future.set_result(result)
 
 
+class FairQueue:
+    """Jobs by owner, each owner's in FIFO order; `take` goes round the owners one job at a time."""
+
+    def __init__(self) -> None:
+        self._owners: collections.OrderedDict[str, collections.deque[Job]] = collections.OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def extend(self, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self._owners.setdefault(job.owner, collections.deque()).append(job)
+        self._size += len(jobs)
+
+    def oldest(self) -> float:
+        return min(q[0].enqueued for q in self._owners.values())
+
+    def take(self, n: int) -> list[Job]:
+        """Up to n live jobs, round-robin over the owners (abandoned ones are dropped on the way)."""
+        batch: list[Job] = []
+        while self._owners and len(batch) < n:
+            owner, jobs = next(iter(self._owners.items()))
+            job = jobs.popleft()
+            self._size -= 1
+            if jobs:
+                self._owners.move_to_end(owner)  # next turn goes to the next owner
+            else:
+                del self._owners[owner]
+            if not job.abandoned():
+                batch.append(job)
+        return batch
+
+    def drain(self) -> list[Job]:
+        jobs = [j for q in self._owners.values() for j in q]
+        self._owners.clear()
+        self._size = 0
+        return jobs
+
+
 @dataclass
 class Tower:
     run: BatchFn
     max_batch: int
-    queue: collections.deque = field(default_factory=collections.deque)
+    queue: FairQueue = field(default_factory=FairQueue)
 
 
 class InferenceWorker:
@@ -108,11 +151,11 @@ class InferenceWorker:
 
     # -- submission (called on the event loop) ------------------------------------------------
 
-    def submit(self, tower: str, payloads: Sequence[Any]) -> list[asyncio.Future]:
+    def submit(self, tower: str, payloads: Sequence[Any], owner: str = "") -> list[asyncio.Future]:
         if not self.alive:
             raise EngineUnavailableError(self._why_unavailable())
         loop = asyncio.get_running_loop()
-        jobs = [Job(p, loop.create_future(), loop) for p in payloads]
+        jobs = [Job(p, loop.create_future(), loop, owner) for p in payloads]
         with self._cond:
             self._towers[tower].queue.extend(jobs)
             depth = len(self._towers[tower].queue)
@@ -151,14 +194,14 @@ class InferenceWorker:
                     self._cond.wait()
                     continue
                 tower = self._towers[name]
-                deadline = tower.queue[0].enqueued + self._max_wait_s
+                deadline = tower.queue.oldest() + self._max_wait_s
                 # Let the batch fill up, but never hold the oldest job beyond max_wait.
                 while len(tower.queue) < tower.max_batch and not self._stopping and self._more_coming(self._queued()):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                batch = self._take(tower)
+                batch = tower.queue.take(tower.max_batch)
                 depth = len(tower.queue)
                 if batch:
                     break
@@ -169,17 +212,8 @@ class InferenceWorker:
         return sum(len(t.queue) for t in self._towers.values())
 
     def _oldest_tower(self) -> str | None:
-        heads = {n: t.queue[0].enqueued for n, t in self._towers.items() if t.queue}
+        heads = {n: t.queue.oldest() for n, t in self._towers.items() if len(t.queue)}
         return min(heads, key=lambda n: heads[n]) if heads else None
-
-    @staticmethod
-    def _take(tower: Tower) -> list[Job]:
-        batch: list[Job] = []
-        while tower.queue and len(batch) < tower.max_batch:
-            job = tower.queue.popleft()
-            if not job.abandoned():
-                batch.append(job)
-        return batch
 
     def _run(self, name: str, batch: list[Job]) -> None:
         tower = self._towers[name]
@@ -201,8 +235,6 @@ class InferenceWorker:
 
     def _fail_pending(self, error: BaseException) -> None:
         with self._cond:
-            jobs = list(self._inflight) + [j for t in self._towers.values() for j in t.queue]
-            for t in self._towers.values():
-                t.queue.clear()
+            jobs = list(self._inflight) + [j for t in self._towers.values() for j in t.queue.drain()]
         for job in jobs:
             job.resolve(error=error)

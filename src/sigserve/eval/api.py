@@ -25,6 +25,7 @@ class EvalResult:
     stats: Stats
     summary: str
     files: dict[str, Path] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # unreadable image -> why
 
 
 @dataclass
@@ -38,6 +39,10 @@ class Outputs:
     use_cache: bool = True
     batch_size: int = 32
     progress: bool = True
+    strict: bool = False  # an unreadable image stops the run (default: skipped, counted and named)
+
+    def wants_plot(self, lengths: list[int]) -> bool:
+        return self.plot is not None or (len(lengths) > 1 and self.output is not None)
 
 
 def _cache(source: EmbeddingSource, out: Outputs) -> EmbeddingCache:
@@ -47,6 +52,11 @@ def _cache(source: EmbeddingSource, out: Outputs) -> EmbeddingCache:
 
 def _finish(records: list[dict], embedder: Embedder, out: Outputs, extra: list[str]) -> EvalResult:
     files: dict[str, Path] = {}
+    if embedder.skipped:
+        shown = [f"`{p}` ({why})" for p, why in list(embedder.skipped.items())[:10]]
+        more = len(embedder.skipped) - len(shown)
+        extra = [*extra, f"skipped {len(embedder.skipped)} unreadable image(s), left out of the metrics: "
+                         + "; ".join(shown) + (f"; and {more} more" if more > 0 else "")]
     summary = markdown_summary(records, embedder.stats, extra)
     if out.output is not None:
         files["json"] = Path(out.output)
@@ -60,7 +70,7 @@ def _finish(records: list[dict], embedder: Embedder, out: Outputs, extra: list[s
     if plot_path is not None:
         plot_sweep(records, plot_path)
         files["plot"] = Path(plot_path)
-    return EvalResult(records, embedder.stats, summary, files)
+    return EvalResult(records, embedder.stats, summary, files, dict(embedder.skipped))
 
 
 def evaluate_zeroshot(source: EmbeddingSource, data: ClassificationData, templates: list[str], lengths: list[int],
@@ -68,7 +78,7 @@ def evaluate_zeroshot(source: EmbeddingSource, data: ClassificationData, templat
     out = out or Outputs()
     cache = _cache(source, out)
     try:
-        embedder = Embedder(source, cache, out.batch_size, out.progress)
+        embedder = Embedder(source, cache, out.batch_size, out.progress, out.strict)
         records = run_zeroshot(embedder, data, templates, lengths, dataset)
     finally:
         cache.close()
@@ -81,7 +91,7 @@ def evaluate_retrieval(source: EmbeddingSource, data: RetrievalData, lengths: li
     out = out or Outputs()
     cache = _cache(source, out)
     try:
-        embedder = Embedder(source, cache, out.batch_size, out.progress)
+        embedder = Embedder(source, cache, out.batch_size, out.progress, out.strict)
         records = run_retrieval(embedder, data, lengths, dataset)
     finally:
         cache.close()

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from sigserve.errors import SigserveError
+from sigserve.images import IMAGE_EXTENSIONS
 
 from .templates import canonical_classname, load_classnames
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 PATH_KEYS = ("path", "filepath", "file_name", "filename", "image", "file")
 LABEL_KEYS = ("label", "class", "target", "classname", "class_name")
 KARPATHY_NAMES = {"coco": "mscoco_captions", "flickr30k": "flickr30k", "flickr8k": "flickr8k"}
@@ -32,6 +32,10 @@ class DatasetError(SigserveError):
 
 class ImageFileError(DatasetError):
     """An image file of the data set could not be used (corrupt, too large, ...)."""
+
+    def __init__(self, path: Path | str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
 
 
 @dataclass
@@ -65,7 +69,7 @@ class RetrievalData:
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
 def _class_dirs(root: Path) -> list[tuple[int, Path]]:

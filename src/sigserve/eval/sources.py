@@ -59,7 +59,7 @@ class LibrarySource:
             )
         except InputError as exc:  # name the file, not its place in this batch
             where = paths[exc.index] if exc.index is not None and exc.index < len(paths) else "an image"
-            raise ImageFileError(f"{where}: {exc.reason}") from exc
+            raise ImageFileError(where, exc.reason) from exc
         return np.asarray(out, dtype=np.float32)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
@@ -109,12 +109,20 @@ class ServerSource:
         self.url = url
         self.image_style = image_style
 
-    def _embed(self, items: list, extra: dict) -> np.ndarray:
+    def _embed(self, items: list, extra: dict, paths: list[Path] | None = None) -> np.ndarray:
+        import httpx
+
         body = {"model": self.model_name, "input": items, "encoding_format": "float", **extra}
-        resp = self.client.post("/v1/embeddings", json=body)
+        try:
+            resp = self.client.post("/v1/embeddings", json=body)
+        except httpx.HTTPError as exc:
+            raise ServerError(f"cannot reach the server at {self.url}: {type(exc).__name__}: {exc}") from None
         if resp.status_code == 413 and len(items) > 1:  # body or item count over the server's limit: halve
             half = len(items) // 2
-            return np.concatenate([self._embed(items[:half], extra), self._embed(items[half:], extra)])
+            return np.concatenate([self._embed(items[:half], extra, paths and paths[:half]),
+                                   self._embed(items[half:], extra, paths and paths[half:])])
+        if resp.status_code == 400 and paths and (bad := _bad_item(resp)) is not None and bad[0] < len(paths):
+            raise ImageFileError(paths[bad[0]], bad[1])  # the server names input[i]: that file
         if resp.status_code != 200:
             raise ServerError(f"POST /v1/embeddings -> {resp.status_code}: {resp.text[:500]}")
         data = sorted(resp.json()["data"], key=lambda d: d["index"])
@@ -129,10 +137,20 @@ class ServerSource:
         return {"type": "image_url", "image_url": {"url": uri}}
 
     def embed_images(self, paths: list[Path], max_num_patches: int) -> np.ndarray:
-        return self._embed([self._image_item(p) for p in paths], {"max_num_patches": max_num_patches})
+        return self._embed([self._image_item(p) for p in paths], {"max_num_patches": max_num_patches}, paths)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         return self._embed(list(texts), {})
 
     def fingerprint(self) -> str:
         return _fingerprint({"model": self.model_name, "backend": "server"}, self.embed_texts(PROBE_TEXTS))
+
+
+def _bad_item(resp) -> tuple[int, str] | None:
+    """(i, message) when an error envelope names `input[i]`."""
+    try:
+        error = resp.json()["error"]
+        index = int(error["param"].removeprefix("input[").removesuffix("]"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return index, error.get("message", "")

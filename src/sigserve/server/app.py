@@ -12,10 +12,10 @@ from fastapi import FastAPI
 
 import sigserve
 from sigserve.engine import Engine, ServedModel
-from sigserve.server import accesslog, admin, collections, errors, routes
+from sigserve.server import accesslog, admin, collections, errors, heatmap, playground, routes
 from sigserve.server.access import Access
 from sigserve.server.fetch import ImageFetcher
-from sigserve.server.limits import BodyLimitMiddleware
+from sigserve.server.limits import RequestGuardMiddleware, guarded_protocol
 from sigserve.server.metrics import Metrics, RequestMetricsMiddleware
 from sigserve.server.serving import Serving
 from sigserve.server.settings import Settings
@@ -27,7 +27,16 @@ def load_pipeline(settings: Settings) -> ServedModel:
     """The library model the settings describe (blocking: seconds to minutes)."""
     return sigserve.load(settings.model, dummy=settings.dummy, backend=settings.backend, precision=settings.precision,
                          device=settings.resolved_device, max_image_pixels=settings.max_image_pixels,
-                         jpeg_draft=settings.jpeg_draft, text_cache_size=settings.label_cache_size)
+                         jpeg_draft=settings.jpeg_draft, text_cache_size=settings.label_cache_size,
+                         image_formats=settings.image_formats)
+
+
+def server_options(settings: Settings) -> dict:
+    """uvicorn's options for these settings (the CLI's server and the tests' are the same server)."""
+    return {"http": guarded_protocol(settings.header_timeout_s), "timeout_keep_alive": settings.keep_alive_s,
+            "log_level": settings.log_level,
+            # X-Forwarded-For is believed only from --trusted-proxies (the load balancer), never from clients.
+            "proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
 
 
 def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
@@ -67,6 +76,8 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
     app.include_router(collections.router)
     app.include_router(admin.router)
     accesslog.install()
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(heatmap.router)
+    playground.install(app, settings.playground)
+    app.add_middleware(RequestGuardMiddleware, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
     return app

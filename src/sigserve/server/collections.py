@@ -101,7 +101,7 @@ class CollectionService:
         mnp = body.max_num_patches or self.settings.default_max_num_patches
         refs = [parse_item(it.image, f"items[{i}].image", "image") for i, it in enumerate(body.items)]
         errors: dict[int, cs.ItemError] = {}
-        with self.engine.admit(len(refs)):
+        with self.engine.admit(len(refs), key.id):
             prepared = await asyncio.gather(*(self._prepare(i, ref, mnp) for i, ref in enumerate(refs)))
             for i, p in enumerate(prepared):
                 if isinstance(p, cs.ItemError):
@@ -179,7 +179,7 @@ class CollectionService:
             query.append(parse_item(body.query.image, "query.image", "image"))
         if not query:
             raise APIError(400, "query needs a text, an image, or both", param="query", code="empty_query")
-        with self.engine.admit(len(query)):
+        with self.engine.admit(len(query), key.id):
             enc = await self.serving.encode(query, body.max_num_patches or self.settings.default_max_num_patches)
         vectors = dict(zip([q.kind for q in query], l2_normalize(enc.vectors)))
         hits = await asyncio.to_thread(col.search_vectors, vectors.get("text"), vectors.get("image"),

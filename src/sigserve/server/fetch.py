@@ -112,6 +112,13 @@ def _is_image_magic(head: bytes) -> bool:
     return head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"mif1")
 
 
+def _looks_like_a_path(ref: str) -> bool:
+    """/etc/passwd, ./cat.jpg, ~/x.png, C:\\x.jpg, cat.jpg: never valid base64 of an image anyway."""
+    text = ref.strip()
+    return (text.startswith(("/", "./", "../", "~", "file:")) or re.match(r"^[A-Za-z]:[\\/]", text) is not None
+            or re.fullmatch(r"[\w.-]+\.(jpe?g|png|webp|gif|bmp|tiff?|avif|heic)", text, re.IGNORECASE) is not None)
+
+
 def decode_base64(s: str, index: int | None = None, max_bytes: int | None = None) -> bytes:
     """Bytes of a bare base64 string (standard or URL-safe alphabet, padding optional)."""
     compact = "".join(s.split()).replace("-", "+").replace("_", "/")
@@ -230,6 +237,10 @@ class ImageFetcher:
         if "://" in ref[:16] or ref.strip().lower().startswith("data:"):
             scheme = ref.strip().split(":", 1)[0][:10]
             raise ImageURLRefusedError(index, f"unsupported reference scheme {scheme!r}")
+        if kind is None and _looks_like_a_path(ref):  # never a base64 image: "/9j/..." is a JPEG
+            raise ImageReferenceError(index, f"{ref.strip()[:60]!r} looks like a file path; the server does not read "
+                                             "its own files: send the image's bytes (a data: URI or base64) or an "
+                                             "http(s) URL")
         # Whatever else is handed to us as an image is taken as base64 (no magic required).
         return decode_base64(ref, index, self.max_bytes)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -30,10 +30,12 @@ async def caller(request: Request) -> KeyRecord:
 
 
 async def _served(request: Request, response: Response, key: KeyRecord, body,
-                  work: Callable[[Prepared], Awaitable[T]]) -> T:
-    """Parse and check the body once, charge the rate limits for it, serve it, record the usage."""
+                  work: Callable[[Prepared], Awaitable[T]], prepare: Callable[[Any], Prepared] | None = None) -> T:
+    """Parse and check the body once (Serving.prepare, unless the route brings its own), charge the rate
+    limits for it, serve it, record the usage."""
     state = request.app.state
-    job = state.serving.prepare(body)
+    job = (prepare or state.serving.prepare)(body)
+    job.owner = key.id  # the engine shares its queue fairly between owners
     admission = await state.access.admit(key, job.images)  # rate limits charged, quota reserved
     response.headers.update(admission.headers)
     request.state.response_headers = admission.headers  # an error from here on still tells the client its limits
@@ -71,11 +73,13 @@ async def _disconnected(request: Request) -> None:
 
 
 @router.get("/health", response_model=schemas.Health, tags=["probes"])
+@router.head("/health", include_in_schema=False)  # load balancers probe with HEAD
 async def health() -> schemas.Health:
     """The process answers (liveness)."""
     return schemas.Health(status="ok")
 
 
+@router.head("/ready", include_in_schema=False)
 @router.get("/ready", response_model=schemas.Ready, tags=["probes"],
             responses={503: {"description": "model not loaded, inference worker dead, or database unreachable"}})
 async def ready(request: Request):

@@ -21,6 +21,7 @@ from sigserve.scoring import l2_normalize
 from sigserve.server import schemas
 from sigserve.server.errors import APIError, input_error
 from sigserve.server.inputs import ImageSource, Item, parse_item, parse_items, require_images, token_id_input
+from sigserve.server.limits import shown
 from sigserve.server.settings import Settings
 
 R = TypeVar("R")
@@ -31,7 +32,7 @@ TOKEN_IDS_REFUSED = (
     "(tiktoken, for OpenAI models) and mean nothing to SigLIP 2, which tokenizes text itself. Send the text "
     "instead; with LangChain's OpenAIEmbeddings, pass check_embedding_ctx_length=False.")
 
-CAPABILITIES = ["embeddings", "classify", "rerank", "patch_features"]
+CAPABILITIES = ["embeddings", "classify", "rerank", "patch_features", "heatmap"]
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Prepared(Generic[R]):
 
     body: R
     items: list[Item]  # input items; rerank: the documents
+    owner: str = ""  # the caller's key id: the engine shares its queue fairly between owners
     query: Item | None = None  # rerank
     prompts: list[str] = field(default_factory=list)  # classify: labels x templates
 
@@ -82,7 +84,24 @@ class Serving:
 
     # -- parsing (before the rate limits are charged) ------------------------------------------
 
-    def prepare(self, req: Any) -> Prepared[Any]:
+    def prepare(self, req: Any, owner: str = "") -> Prepared[Any]:
+        job = self._prepare(req)
+        job.owner = owner
+        texts = [(it.param, it.value) for it in [*job.items, *([job.query] if job.query else [])] if it.kind == "text"]
+        if isinstance(req, schemas.ClassifyRequest):
+            texts += [(f"labels[{i}]", t) for i, t in enumerate(req.labels)]
+            texts += [(f"templates[{i}]", t) for i, t in enumerate(req.templates or [])]
+        self.check_text_lengths(texts)
+        return job
+
+    def check_text_lengths(self, texts: list[tuple[str, str]]) -> None:
+        limit = self.settings.max_text_chars
+        for param, text in texts:
+            if len(text) > limit:
+                raise APIError(400, f"{param}: {len(text):,} characters; at most {limit:,} per text (SigLIP 2 reads "
+                                    "the first 64 tokens, a few hundred characters)", param=param, code="text_too_long")
+
+    def _prepare(self, req: Any) -> Prepared[Any]:
         self._check_model(req.model)
         if isinstance(req, schemas.EmbeddingRequest):
             if token_id_input(req.input):
@@ -96,10 +115,22 @@ class Serving:
         require_images(items, "classify" if isinstance(req, schemas.ClassifyRequest) else "patch_features")
         if not isinstance(req, schemas.ClassifyRequest):
             return Prepared(req, items)
-        if len(req.labels) > self.settings.max_labels:
-            raise APIError(400, f"at most {self.settings.max_labels} labels per request", param="labels")
-        # InvalidArgumentError (a template without {}) -> 400 naming templates[i]
-        return Prepared(req, items, prompts=build_prompts(req.labels, check_templates(req.templates)))
+        return Prepared(req, items, prompts=self._prompts(req))
+
+    def _prompts(self, req: schemas.ClassifyRequest) -> list[str]:
+        """labels x templates, each a text to embed: bounded, and counted as work at admission."""
+        s = self.settings
+        if len(req.labels) > s.max_labels:
+            raise APIError(400, f"at most {s.max_labels} labels per request", param="labels", code="too_many_labels")
+        if req.templates and len(req.templates) > s.max_templates:
+            raise APIError(400, f"at most {s.max_templates} templates per request", param="templates",
+                           code="too_many_templates")
+        prompts = build_prompts(req.labels, check_templates(req.templates))  # a template without {}: 400
+        if len(prompts) > s.max_prompts:
+            raise APIError(400, f"{len(req.labels)} labels x {len(prompts) // len(req.labels)} templates = "
+                                f"{len(prompts)} prompts; at most {s.max_prompts} per request", param="templates",
+                           code="too_many_prompts")
+        return prompts
 
     def _prepare_rerank(self, req: schemas.RerankRequest) -> Prepared[schemas.RerankRequest]:
         uris = self.settings.detect_image_data_uris
@@ -137,7 +168,7 @@ class Serving:
             raise APIError(400, f"dimensions={req.dimensions} is not available: SigLIP 2 is not Matryoshka-trained, "
                                 f"so truncated embeddings lose accuracy; omit `dimensions` or send {dim}",
                            param="dimensions", code="unsupported_dimensions")
-        with self.engine.admit(len(items)):
+        with self.engine.admit(len(items), job.owner):
             enc = await self.encode(items, self._patches(req.max_num_patches))
         vectors = l2_normalize(enc.vectors) if req.normalize else enc.vectors
         data = [schemas.Embedding(embedding=_encode(v, req.encoding_format, np.float32), index=i)
@@ -146,7 +177,7 @@ class Serving:
 
     async def classify(self, job: Prepared[schemas.ClassifyRequest]) -> schemas.ClassifyResponse:
         req, items, prompts = job.body, job.items, job.prompts
-        with self.engine.admit(len(items) + len(prompts)):
+        with self.engine.admit(len(items) + len(prompts), job.owner):
             enc = await self.encode(items, self._patches(req.max_num_patches))
             classes, tokens = await self.label_embeddings(req.labels, prompts)
         probs = self.engine.probabilities(l2_normalize(enc.vectors), classes)
@@ -157,7 +188,7 @@ class Serving:
     async def rerank(self, job: Prepared[schemas.RerankRequest]) -> schemas.RerankResponse:
         req, query, docs = job.body, job.query, job.items
         assert query is not None
-        with self.engine.admit(1 + len(docs)):
+        with self.engine.admit(1 + len(docs), job.owner):
             enc = await self.encode([query, *docs], self._patches(req.max_num_patches))
         vectors = l2_normalize(enc.vectors)
         q, d = vectors[:1], vectors[1:]
@@ -169,7 +200,7 @@ class Serving:
 
     async def patch_features(self, job: Prepared[schemas.PatchFeaturesRequest]) -> schemas.PatchFeaturesResponse:
         req, items = job.body, job.items
-        with self.engine.admit(len(items)):
+        with self.engine.admit(len(items), job.owner):
             enc = await self.encode(items, self._patches(req.max_num_patches), features=True)
         dtype = np.float16 if req.dtype == "float16" else np.float32
         data = []
@@ -227,7 +258,7 @@ class Serving:
 
     def _check_model(self, name: str) -> None:
         if name not in (self.settings.model_name, self.settings.model):
-            raise APIError(404, f"The model `{name}` does not exist; this server serves `{self.settings.model_name}`",
+            raise APIError(404, f"The model {shown(name)} does not exist; this server serves `{self.settings.model_name}`",
                            type="invalid_request_error", param="model", code="model_not_found")
 
     def _items(self, items: list[Item]) -> list[Item]:

@@ -42,8 +42,13 @@ class Settings(BaseSettings):
     # -- network ------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    header_timeout_s: float = Field(10.0, gt=0, description="A request's line and headers must arrive within this.")
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest wait for the next chunk of a request body (then 408).")
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "info", description="uvicorn's log level.")
+    playground: bool = Field(True, description="Serve the browser playground at / and /playground (its files ship "
+                                               "in the package; the page loads nothing from elsewhere).")
 
     # -- access and metering ------------------------------------------------------------------
     api_key: SecretStr | None = Field(
@@ -89,6 +94,10 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(_ENGINE.max_wait_ms, ge=0, description="How long a batch may wait to fill.")
     max_pending_items: int = Field(_ENGINE.max_pending_items, ge=1,
                                    description="Backlog bound (items admitted, unfinished); beyond it, 429.")
+    max_pending_per_key: int = Field(_ENGINE.max_pending_per_owner, ge=1,
+                                     description="One key's share of the backlog: the rest stays open to other keys.")
+    decode_budget_pixels: int = Field(_ENGINE.decode_budget_pixels, ge=1,
+                                      description="Pixels being decoded at once over all requests (beyond: decodes wait).")
     preprocess_threads: int = Field(_ENGINE.preprocess_threads, ge=1, description="Image decode and resize threads.")
     request_timeout_s: float = Field(_ENGINE.timeout_s, gt=0, description="Longest wait for inference (then 503).")
     retry_after_s: float = Field(_ENGINE.retry_after_s, gt=0, description="What a 429 for a full queue tells clients.")
@@ -97,6 +106,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
     max_items: int = Field(256, ge=1, description="Input items per request.")
     max_labels: int = Field(256, ge=1, description="Labels per classify request.")
+    max_templates: int = Field(81, ge=1, description="Prompt templates per classify request (CLIP's 80 + '{}' fit).")
+    max_prompts: int = Field(2048, ge=1, description="Labels x templates per classify request (each is a text to embed).")
+    max_text_chars: int = Field(65536, ge=64, description="Characters per text (only the first 64 tokens count anyway).")
+    max_request_pixels: int = Field(4 * defaults.DEFAULT_MAX_IMAGE_PIXELS, ge=1,
+                                    description="Pixels of all the images of one request together.")
+    image_formats: list[str] = Field(list(defaults.IMAGE_FORMATS), min_length=1,
+                                     description="Image formats decoded (Pillow's names); others are refused.")
     max_image_pixels: int = Field(defaults.DEFAULT_MAX_IMAGE_PIXELS, ge=1,
                                   description="Pixels per decoded image (decompression-bomb guard).")
     default_max_num_patches: int = Field(defaults.DEFAULT_MAX_NUM_PATCHES, ge=defaults.MIN_PATCHES,
@@ -140,7 +156,10 @@ class Settings(BaseSettings):
             max_batch_texts=self.max_batch_texts,
             max_wait_ms=self.max_wait_ms,
             max_pending_items=self.max_pending_items,
+            max_pending_per_owner=self.max_pending_per_key,
             preprocess_threads=self.preprocess_threads,
+            decode_budget_pixels=self.decode_budget_pixels,
+            max_request_pixels=self.max_request_pixels,
             timeout_s=self.request_timeout_s,
             retry_after_s=self.retry_after_s,
         )
