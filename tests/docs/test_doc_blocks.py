@@ -35,7 +35,7 @@ BLOCK_TIMEOUT_S = 300
 def blocks() -> list:
     params = []
     for doc in DOCS:
-        for i, m in enumerate(FENCE.finditer(doc.read_text())):
+        for m in FENCE.finditer(doc.read_text()):
             if m["lang"] not in ("bash", "python"):
                 continue
             marks = [pytest.mark.skip(reason=f"not run: {m['why']}")] if m["why"] else []

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 import sigserve
 from sigserve.engine import Engine, ServedModel
-from sigserve.server import collections, errors, heatmap, playground, routes
+from sigserve.server import accesslog, admin, collections, errors, heatmap, playground, routes
 from sigserve.server.access import Access
 from sigserve.server.fetch import ImageFetcher
 from sigserve.server.limits import RequestGuardMiddleware, guarded_protocol
@@ -34,7 +34,9 @@ def load_pipeline(settings: Settings) -> ServedModel:
 def server_options(settings: Settings) -> dict:
     """uvicorn's options for these settings (the CLI's server and the tests' are the same server)."""
     return {"http": guarded_protocol(settings.header_timeout_s), "timeout_keep_alive": settings.keep_alive_s,
-            "log_level": settings.log_level}
+            "log_level": settings.log_level,
+            # X-Forwarded-For is believed only from --trusted-proxies (the load balancer), never from clients.
+            "proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
 
 
 def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
@@ -50,7 +52,7 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
         engine = Engine(loaded, settings.engine_config(), observer=metrics)
         fetcher = ImageFetcher(max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,
                                allow_private=settings.allow_private_urls)
-        access = await asyncio.to_thread(Access.from_settings, settings)
+        access = await asyncio.to_thread(Access.from_settings, settings, metrics)
         engine.start()
         app.state.engine, app.state.access = engine, access
         app.state.serving = serving = Serving(engine, settings, fetcher)
@@ -72,6 +74,8 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
     errors.install(app, on_error=metrics.on_error)
     app.include_router(routes.router)
     app.include_router(collections.router)
+    app.include_router(admin.router)
+    accesslog.install()
     app.include_router(heatmap.router)
     playground.install(app, settings.playground)
     app.add_middleware(RequestGuardMiddleware, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)

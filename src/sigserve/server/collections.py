@@ -202,12 +202,16 @@ async def _metered(request: Request, response: Response, key: KeyRecord, images:
     """Admit (rate limits, quota), run, record usage: the path every route takes (routes._served),
     without cancelling on disconnect: a write that committed must be recorded and answered."""
     access = request.app.state.access
-    headers = await access.admit(key, images)
-    response.headers.update(headers)
-    request.state.response_headers = headers
-    result = await work()
+    admission = await access.admit(key, images)  # rate limits charged, quota reserved
+    response.headers.update(admission.headers)
+    request.state.response_headers = admission.headers
+    try:
+        result = await work()
+    except BaseException:
+        await asyncio.shield(access.release(admission))  # the quota reserved comes back
+        raise
     usage = getattr(result, "usage", None) or Usage()
-    await access.record(key, usage)
+    await access.record(key, usage, admission)
     request.app.state.metrics.on_usage(usage.images, usage.patches, usage.prompt_tokens)
     return result
 

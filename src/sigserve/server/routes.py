@@ -36,11 +36,15 @@ async def _served(request: Request, response: Response, key: KeyRecord, body,
     state = request.app.state
     job = (prepare or state.serving.prepare)(body)
     job.owner = key.id  # the engine shares its queue fairly between owners
-    headers = await state.access.admit(key, job.images)
-    response.headers.update(headers)
-    request.state.response_headers = headers  # an error from here on still tells the client its limits
-    result = await _until_disconnect(request, work(job))
-    await state.access.record(key, result.usage)
+    admission = await state.access.admit(key, job.images)  # rate limits charged, quota reserved
+    response.headers.update(admission.headers)
+    request.state.response_headers = admission.headers  # an error from here on still tells the client its limits
+    try:
+        result = await _until_disconnect(request, work(job))
+    except BaseException:
+        await asyncio.shield(state.access.release(admission))  # the quota reserved comes back
+        raise
+    await state.access.record(key, result.usage, admission)
     state.metrics.on_usage(result.usage.images, result.usage.patches, result.usage.prompt_tokens)
     return result
 
@@ -77,7 +81,7 @@ async def health() -> schemas.Health:
 
 @router.head("/ready", include_in_schema=False)
 @router.get("/ready", response_model=schemas.Ready, tags=["probes"],
-            responses={503: {"description": "model not loaded or inference worker dead"}})
+            responses={503: {"description": "model not loaded, inference worker dead, or database unreachable"}})
 async def ready(request: Request):
     """The model is loaded, warmed up, and the inference worker alive (readiness)."""
     engine, settings, serving = request.app.state.engine, request.app.state.settings, request.app.state.serving
@@ -87,6 +91,8 @@ async def ready(request: Request):
         raise APIError(503, f"not ready: warm-up failed: {serving.warm_up_error}", code="warm_up_failed")
     if not serving.warm:
         raise APIError(503, "not ready yet: warming up the model", code="warming_up", headers={"retry-after": "1"})
+    if problem := await request.app.state.access.problem():  # database (or Redis, when it must be up)
+        raise APIError(503, f"not ready: {problem[1]}", code=problem[0])
     return schemas.Ready(status="ready", model=settings.model_name, pending_items=engine.pending)
 
 
