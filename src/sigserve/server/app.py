@@ -51,7 +51,9 @@ def create_app(settings: Settings, model: ServedModel | None = None) -> FastAPI:
             log.warning("serving a DUMMY model (random weights): embeddings are meaningless")
         engine = Engine(loaded, settings.engine_config(), observer=metrics)
         fetcher = ImageFetcher(max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,
-                               allow_private=settings.allow_private_urls)
+                               allow_private=settings.allow_private_urls, max_fetches=settings.max_fetches,
+                               max_request_bytes=settings.max_request_fetch_bytes,
+                               fetches_per_request=settings.fetches_per_request)
         access = await asyncio.to_thread(Access.from_settings, settings, metrics)
         engine.start()
         app.state.engine, app.state.access = engine, access

@@ -102,7 +102,8 @@ class CollectionService:
         refs = [parse_item(it.image, f"items[{i}].image", "image") for i, it in enumerate(body.items)]
         errors: dict[int, cs.ItemError] = {}
         with self.engine.admit(len(refs), key.id):
-            prepared = await asyncio.gather(*(self._prepare(i, ref, mnp) for i, ref in enumerate(refs)))
+            share = self.serving.images.for_request()  # the request's downloads: one byte budget, a few at a time
+            prepared = await asyncio.gather(*(self._prepare(i, ref, mnp, share) for i, ref in enumerate(refs)))
             for i, p in enumerate(prepared):
                 if isinstance(p, cs.ItemError):
                     errors[i] = p
@@ -119,10 +120,10 @@ class CollectionService:
         return cs.AddItemsResponse(data=data, added=added, updated=len(stored) - added, failed=len(errors),
                                    errors=bool(errors), usage=usage)
 
-    async def _prepare(self, i: int, ref: Item, mnp: int):
+    async def _prepare(self, i: int, ref: Item, mnp: int, share):
         """(patches, sha256 of the bytes, source) for one item, or its error (the others go on)."""
         try:
-            blob = await self.serving.images.fetch(ref.value, index=i)
+            blob = await self.serving.images.fetch(ref.value, i, share)
             patches = (await self.engine.load_images([blob], mnp))[0]
         except InputError as exc:
             return cs.ItemError(message=f"{ref.param}: {exc.reason}", param=ref.param,
