@@ -13,8 +13,9 @@ from PIL import Image
 from tests.support.checkpoints import make_checkpoint
 from tests.support.oracle import Oracle, real_photos
 
-# Throw-away PostgreSQL and Redis (postgres_server, postgres_url, redis_server, redis_url fixtures).
-pytest_plugins = ["tests.support.services"]
+# Throw-away PostgreSQL and Redis (postgres_server, postgres_url, redis_server, redis_url fixtures), and
+# live sigserve servers on the tiny checkpoint (live, client, http, make_server, server_model, pngs).
+pytest_plugins = ["tests.support.services", "tests.support.live"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,6 @@
-"""The same live-server fixtures as tests/server (a tiny checkpoint served on loopback)."""
+"""Fixtures (a pytest plugin, registered by tests/conftest.py): a live server (tests.support.server)
+serving the tiny checkpoint, the official openai client pointed at it, extra servers with their own
+settings, and image bytes to send."""
 
 from __future__ import annotations
 
