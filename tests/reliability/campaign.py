@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import io
+import json
 import signal
 import socket
 import subprocess
@@ -143,7 +144,7 @@ def hostile_inputs(server: Server) -> dict:
         for name, body in cases.items():
             r = _post(client, "/v1/embeddings", {"model": MODEL, **body}, server.admin)
             out[name] = r.status_code
-        raw = '{"model": "%s", "input": ["a\\ud800b"]}' % MODEL
+        raw = json.dumps({"model": MODEL, "input": ["a\ud800b"]})  # ensure_ascii: the escape, as clients send it
         r = client.post("/v1/embeddings", content=raw, headers={"content-type": "application/json",
                                                                "authorization": f"Bearer {server.admin}"})
         out["lone surrogate"] = r.status_code
