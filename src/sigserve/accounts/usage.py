@@ -1,14 +1,15 @@
-"""Usage metering per API key: requests, images, patches, text tokens and cost.
+"""Usage metering per API key and model: requests, images, patches, text tokens and cost.
 
-Each call to :meth:`UsageMeter.record` adds to one row per (key id, UTC day) in its own
+Each call to :meth:`UsageMeter.record` adds to one row per (key id, UTC day, model) in its own
 committed transaction (an UPDATE ... SET n = n + :x, or an INSERT when the day's row does not
 exist yet), so a crash loses at most the request in flight and nothing waits for shutdown.
 The SQL is portable (no UPSERT dialects): two replicas racing to insert the same day's row are
 resolved by the primary key and a retry of the UPDATE. The tables live in the same database as
 the keys (:class:`sigserve.accounts.keys.KeyStore`).
 
-Cost is ``images * price_per_1k_images / 1000 + text_tokens * price_per_1m_tokens / 1e6``,
-computed at record time and stored, so changing the price later does not rewrite history.
+Cost is ``images * price_per_1k_images / 1000 + text_tokens * price_per_1m_tokens / 1e6`` at the
+prices of the model that served (a server serving several models prices each), computed at record
+time and stored, so changing the price later does not rewrite history.
 
 Response shape (OpenRouter's key introspection plus our counters)::
 
@@ -17,8 +18,9 @@ Response shape (OpenRouter's key introspection plus our counters)::
               "limit", "limit_remaining", "limit_unit": "images", "is_admin",
               "rate_limit": {"requests_per_minute", "images_per_minute"},
               "requests", "images", "patches", "text_tokens",
+              "models": {"<model>": {"requests", "images", ..., "cost"}, ...},
               "daily": [{"date": "YYYY-MM-DD", "requests", "images", "patches",
-                         "text_tokens", "cost"}, ...]},
+                         "text_tokens", "cost", "models": {"<model>": {...}}}, ...]},
      "keys": [<same shape per key>, ...], "total": {...}}      # "keys"/"total": admin only
 
 ``usage*`` are costs (UTC day, Monday-based week, calendar month); ``limit`` and
@@ -46,6 +48,7 @@ usage_daily = sa.Table(
     # No foreign key: the static key and anonymous callers are metered too.
     sa.Column("key_id", sa.String(64), primary_key=True),
     sa.Column("day", sa.String(10), primary_key=True),  # ISO date (UTC): sorts as text
+    sa.Column("model", sa.String(200), primary_key=True, default=""),  # the served model's name ("" before models)
     sa.Column("requests", sa.BigInteger, nullable=False, default=0),
     sa.Column("images", sa.BigInteger, nullable=False, default=0),
     sa.Column("patches", sa.BigInteger, nullable=False, default=0),
@@ -83,27 +86,29 @@ class UsageMeter:
         self._now = now
         metadata.create_all(self.db)
         _add_searches_column(self.db)
+        _add_model_column(self.db)
 
     # -- recording ------------------------------------------------------------------------
 
-    def cost(self, images: int = 0, text_tokens: int = 0) -> float:
-        return (images * self.price_per_1k_images / 1e3
-                + text_tokens * self.price_per_1m_tokens / 1e6)
+    def cost(self, images: int = 0, text_tokens: int = 0, prices: tuple[float, float] | None = None) -> float:
+        per_1k_images, per_1m_tokens = prices or (self.price_per_1k_images, self.price_per_1m_tokens)
+        return images * per_1k_images / 1e3 + text_tokens * per_1m_tokens / 1e6
 
-    def record(self, key_id: str, *, images: int = 0, patches: int = 0, text_tokens: int = 0,
-               requests: int = 1, searches: int = 0) -> float:
-        """Add one request's usage (committed before returning). Returns its cost."""
+    def record(self, key_id: str, *, model: str = "", images: int = 0, patches: int = 0, text_tokens: int = 0,
+               requests: int = 1, searches: int = 0, prices: tuple[float, float] | None = None) -> float:
+        """Add one request's usage under the model that served it (committed before returning), at that
+        model's (per 1k images, per 1M tokens) prices, default the meter's. Returns its cost."""
         values = {"requests": requests, "images": images, "patches": patches,
-                  "text_tokens": text_tokens, "cost": self.cost(images, text_tokens), "searches": searches}
+                  "text_tokens": text_tokens, "cost": self.cost(images, text_tokens, prices), "searches": searches}
         day = self._today().isoformat()
-        where = (usage_daily.c.key_id == key_id, usage_daily.c.day == day)
+        where = (usage_daily.c.key_id == key_id, usage_daily.c.day == day, usage_daily.c.model == model)
         increment = {name: usage_daily.c[name] + value for name, value in values.items()}
         for attempt in range(3):
             try:
                 with self.db.begin() as conn:
                     if conn.execute(usage_daily.update().where(*where)
                                     .values(**increment)).rowcount == 0:
-                        conn.execute(usage_daily.insert().values(key_id=key_id, day=day,
+                        conn.execute(usage_daily.insert().values(key_id=key_id, day=day, model=model,
                                                                  **values))
                 return values["cost"]
             except IntegrityError:
@@ -156,7 +161,8 @@ class UsageMeter:
         return dt.datetime.fromtimestamp(self._now(), dt.UTC).date()
 
     def _collect(self, key_ids: list[str], days: int) -> dict[str, dict]:
-        out = {k: {"key_id": k, "totals": _zero(), "daily": [], "periods": {}} for k in key_ids}
+        out: dict[str, dict[str, Any]] = {k: {"key_id": k, "totals": _zero(), "models": {}, "daily": [], "periods": {}}
+               for k in key_ids}
         if not key_ids:
             return out
         sums = [sa.func.sum(usage_daily.c[name]).label(name) for name in COUNTERS]
@@ -170,6 +176,11 @@ class UsageMeter:
                                   .group_by(usage_daily.c.key_id))
             for row in totals:
                 out[row.key_id]["totals"] = _row_dict(row)
+            per_model = conn.execute(sa.select(usage_daily.c.key_id, usage_daily.c.model, *sums)
+                                     .where(usage_daily.c.key_id.in_(key_ids))
+                                     .group_by(usage_daily.c.key_id, usage_daily.c.model))
+            for row in per_model:
+                out[row.key_id]["models"][row.model] = _row_dict(row)
             recent = conn.execute(sa.select(usage_daily)
                                   .where(usage_daily.c.key_id.in_(key_ids),
                                          usage_daily.c.day >= since)
@@ -180,8 +191,7 @@ class UsageMeter:
             by_key.setdefault(row.key_id, []).append(row)
         for key_id, entry in out.items():
             rows = by_key.get(key_id, [])
-            entry["daily"] = [{"date": r.day, **_row_dict(r)} for r in rows
-                              if r.day >= first_listed]
+            entry["daily"] = _by_day([r for r in rows if r.day >= first_listed])
             entry["periods"] = {
                 name: sum(float(r.cost) for r in rows if r.day >= start.isoformat())
                 for name, start in starts.items()
@@ -207,8 +217,40 @@ class UsageMeter:
                            "images_per_minute": record.images_per_min},
             **{name: totals[name] for name in COUNTERS[:4]},
             "searches": totals["searches"],
+            "models": usage["models"],
             "daily": usage["daily"],
         }
+
+
+def _by_day(rows) -> list[dict]:
+    """One entry per day (rows come ordered by day): the day's totals over models, and each model's."""
+    days: dict[str, dict] = {}
+    for r in rows:
+        day = days.setdefault(r.day, {"date": r.day, **_zero(), "models": {}})
+        counts = _row_dict(r)
+        for name in COUNTERS:
+            day[name] += counts[name]
+        day["models"][r.model] = counts
+    return list(days.values())
+
+
+def _add_model_column(engine) -> None:
+    """Usage tables made before several models were served have no `model` column, and their primary key
+    is (key_id, day): rebuilt as (key_id, day, model), the old rows kept under model "". Portable SQL
+    (SQLite cannot change a primary key in place): a new table beside the old, the rows copied, a swap."""
+    if "model" in {c["name"] for c in sa.inspect(engine).get_columns(usage_daily.name)}:
+        return
+    new = usage_daily.to_metadata(sa.MetaData(), name=f"{usage_daily.name}_new")
+    columns = ", ".join(c.name for c in usage_daily.columns if c.name != "model")
+    try:
+        with engine.begin() as conn:
+            new.create(conn)
+            conn.execute(sa.text(f"INSERT INTO {new.name} (model, {columns}) SELECT '', {columns} FROM {usage_daily.name}"))
+            conn.execute(sa.text(f"DROP TABLE {usage_daily.name}"))
+            conn.execute(sa.text(f"ALTER TABLE {new.name} RENAME TO {usage_daily.name}"))
+    except sa.exc.DBAPIError:  # another process migrated first (its transaction won)
+        if "model" not in {c["name"] for c in sa.inspect(engine).get_columns(usage_daily.name)}:
+            raise
 
 
 def _add_searches_column(engine) -> None:

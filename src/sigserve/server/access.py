@@ -57,8 +57,11 @@ class Access:
                            code=decision.error_code, headers=headers)
         return headers
 
-    async def record(self, key: KeyRecord, usage: Usage) -> None:
-        await self.meter.arecord(key.id, images=usage.images, patches=usage.patches, text_tokens=usage.prompt_tokens,
+    async def record(self, key: KeyRecord, usage: Usage, model: str = "",
+                     prices: tuple[float, float] | None = None) -> None:
+        """One request's usage under the model that served it, at its (per 1k images, per 1M tokens) prices."""
+        await self.meter.arecord(key.id, model=model, images=usage.images, patches=usage.patches,
+                                 text_tokens=usage.prompt_tokens, prices=prices,
                                  searches=getattr(usage, "searches", 0))  # collection searches (CollectionUsage)
 
     async def usage(self, key: KeyRecord) -> dict:
