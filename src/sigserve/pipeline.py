@@ -37,7 +37,15 @@ MAX_WINDOW = 64  # images per window at most: bounds the patches held (and prefe
 PREFETCH_WORKERS = 2  # threads decoding the next window while the current one is inferred
 
 
-def load(model: str | os.PathLike = DEFAULT_MODEL, *, dummy: bool = False,
+def resolve_checkpoint(model: str | os.PathLike | Checkpoint = DEFAULT_MODEL, dummy: bool = False,
+                       revision: str | None = None, cache_dir: str | None = None) -> Checkpoint:
+    """The checkpoint `load` would use (a download, if any, happens here), without loading it."""
+    if isinstance(model, Checkpoint):
+        return model
+    return dummy_checkpoint(str(model)) if dummy else resolve(model, revision, cache_dir)
+
+
+def load(model: str | os.PathLike | Checkpoint = DEFAULT_MODEL, *, dummy: bool = False,
          backend: str | None = None, precision: str = "fp32", device: str = "cpu", revision: str | None = None,
          cache_dir: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, exif_transpose: bool = True,
          text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False,
@@ -52,7 +60,7 @@ def load(model: str | os.PathLike = DEFAULT_MODEL, *, dummy: bool = False,
     installed, else torch); `precision` "fp32" is exact, "int8" (onnx) is opt-in and approximate.
     `jpeg_draft=True` decodes large JPEGs at a reduced DCT scale: several times faster on photos of many
     megapixels, but not bit-exact with the reference preprocessing, so off by default."""
-    checkpoint = dummy_checkpoint(str(model)) if dummy else resolve(model, revision, cache_dir)
+    checkpoint = resolve_checkpoint(model, dummy, revision, cache_dir)
     chosen = create_backend(backend, checkpoint, precision=precision, device=device)
     return Pipeline(checkpoint, chosen, max_image_pixels=max_image_pixels, exif_transpose=exif_transpose,
                     text_cache_size=text_cache_size, jpeg_draft=jpeg_draft, image_formats=image_formats)

@@ -179,6 +179,26 @@ def mapped_tensors(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     return tensors
 
 
+TOKEN_TABLE = "text_model.embeddings.token_embedding.weight"
+PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 4}  # int8 (onnx): quantized graphs, fp32 tables
+
+
+def resident_estimate(ckpt: Checkpoint, precision: str = "fp32") -> int:
+    """Bytes a loaded model will hold resident once both towers ran: every tensor at the served
+    precision, except a token table kept in its stored dtype, which stays memory-mapped and is read a
+    few rows at a time (converted, it is materialised whole). An estimate, from the files' headers."""
+    size = PRECISION_BYTES.get(precision, 4)
+    total = 0
+    for f in weight_files(ckpt.path):
+        header, _ = read_header(f)
+        for name, meta in header.items():
+            stored = SAFETENSORS_DTYPES.get(meta["dtype"], torch.float32).itemsize
+            if name == TOKEN_TABLE and stored == size:
+                continue
+            total += math.prod(meta["shape"]) * size
+    return total
+
+
 def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> Siglip2:
     """Build the torch model on the meta device and assign the mapped tensors to it (no copy, no init)."""
     tensors = mapped_tensors(ckpt)

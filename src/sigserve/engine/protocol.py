@@ -24,6 +24,10 @@ class ServedModel(Protocol):
         """False for a fixed resolution, where max_num_patches does not apply."""
         ...
 
+    def image_rules(self) -> dict:
+        """{"kind": "naflex", "default_max_num_patches", ...} or {"kind": "fixed", "image_size", "grid", ...}."""
+        ...
+
     def preprocess(self, item: Any, index: int | None = None, max_num_patches: int | None = ...) -> Patches:
         """Decode one image (path, bytes, PIL, array) and cut it into patches (NaFlex: at max_num_patches,
         None for the model's default; a fixed-resolution model refuses one); raises InputError(index)."""
