@@ -149,8 +149,11 @@ class ServerSource:
 
         try:
             resp = self.client.get("/v1/models")
+        except httpx.HTTPError as exc:
+            raise ServerError(f"cannot reach the server at {self.url}: {type(exc).__name__}: {exc}") from None
+        try:
             cards = {c["id"]: c for c in resp.json()["data"]} if resp.status_code == 200 else {}
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise ServerError(f"cannot read the models of the server at {self.url}: {exc}") from None
         if self.model_name not in cards:
             raise ServerError(f"the server at {self.url} does not serve {self.model_name!r} (it serves "
