@@ -13,6 +13,9 @@ from PIL import Image
 from tests.support.checkpoints import make_checkpoint
 from tests.support.oracle import Oracle, real_photos
 
+# Throw-away PostgreSQL and Redis (postgres_server, postgres_url, redis_server, redis_url fixtures).
+pytest_plugins = ["tests.support.services"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):

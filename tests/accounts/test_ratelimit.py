@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sigserve.accounts.keys import KeyRecord
-from sigserve.accounts.ratelimit import RateLimiter, format_duration, rate_limit_headers
+from sigserve.accounts.ratelimit import Decision, RateLimiter, format_duration, rate_limit_headers
 
 
 def key(**limits) -> KeyRecord:
@@ -58,18 +58,19 @@ def test_oversized_request_waits_for_a_full_bucket_then_goes_into_debt(clock):
     assert limiter.check(k, images=1).allowed
 
 
-def test_quota_is_a_distinct_refusal(clock):
+def test_a_quota_refusal_is_its_own_error_and_refunds_the_rate(clock):
+    """The quota is reserved in the usage database (test_quota.py); what the limiter does for it:
+    the refusal reads as insufficient_quota, and `refund` gives back what the request was charged."""
     limiter = RateLimiter(clock=clock)
-    k = key(rpm=10, quota_images=5)
-    refused = limiter.check(k, images=3, images_used=3)
-    assert not refused.allowed and refused.reason == "quota" and refused.status == 429
-    assert (refused.error_type, refused.error_code) == ("insufficient_quota", "insufficient_quota")
-    assert refused.quota_remaining == 2 and "quota" in refused.message
+    k = key(rpm=10, images_per_min=10, quota_images=5)
+    assert limiter.check(k, images=3).allowed
+    limiter.refund(k, images=3)
+    after = limiter.check(k, images=0)
+    assert after.requests.remaining == 9 and after.images.remaining == 10  # only this request is charged
+    refused = Decision(False, "quota", quota_images=5, quota_remaining=2)
+    assert refused.status == 429 and (refused.error_type, refused.error_code) == ("insufficient_quota",) * 2
+    assert "quota" in refused.message and "2 left" in refused.message
     assert "retry-after" not in rate_limit_headers(refused)
-    ok = limiter.check(k, images=2, images_used=3)
-    assert ok.allowed and ok.quota_remaining == 0
-    assert ok.requests.remaining == 9  # the quota refusal did not spend a request
-    assert limiter.check(k, images=0, images_used=5).allowed  # text only: no images spent
 
 
 def test_no_limits_means_no_headers_and_defaults_apply(clock):

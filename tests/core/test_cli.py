@@ -134,7 +134,9 @@ def test_version_and_cache_commands(tiny_checkpoint, tmp_path, monkeypatch):
     assert "dummy" in listing and "total" in listing
     run("cache", "clear", "dummy", "--yes")
     assert not (tmp_path / "cache" / "dummy").exists()
-    assert invoke("cache", "clear", "aoti", "--yes").exit_code == 2  # nothing there
+    nothing = invoke("cache", "clear", "aoti", "--yes")
+    assert nothing.exit_code == 0 and "nothing to clear" in nothing.output
+    assert invoke("cache", "clear", "onxx", "--yes").exit_code == 2  # a typo is not "nothing to clear"
 
 
 def test_serve_checks_the_port_before_loading(monkeypatch):

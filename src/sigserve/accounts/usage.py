@@ -1,15 +1,25 @@
-"""Usage metering per API key and model: requests, images, patches, text tokens and cost.
+"""Usage metering per API key and model: requests, images, patches, text tokens and cost; image quotas.
 
-Each call to :meth:`UsageMeter.record` adds to one row per (key id, UTC day, model) in its own
-committed transaction (an UPDATE ... SET n = n + :x, or an INSERT when the day's row does not
-exist yet), so a crash loses at most the request in flight and nothing waits for shutdown.
-The SQL is portable (no UPSERT dialects): two replicas racing to insert the same day's row are
-resolved by the primary key and a retry of the UPDATE. The tables live in the same database as
-the keys (:class:`sigserve.accounts.keys.KeyStore`).
+Recording: one row per (key id, UTC day, model), incremented by a single atomic upsert
+(``INSERT ... ON CONFLICT (key_id, day, model) DO UPDATE SET n = n + excluded.n``, PostgreSQL and
+SQLite alike) committed before the response is sent. Why this and not an append-only log rolled
+up later: the row lock is held for one statement, so replicas writing the same key's row at once
+queue for microseconds and neither lose nor double-count an increment; the table stays small
+(keys x days), so quotas and billing read it directly, with no roll-up job to run, watch or lag
+behind. A crash loses at most the requests in flight (they got no answer either).
+
+Quotas (``quota_images``, all-time images): a request reserves its images before the work
+(:meth:`UsageMeter.reserve`, a row in ``sigserve_quota_reservations``, granted only while
+used + reserved + asked <= quota under a per-key row lock), and settles after
+(:meth:`UsageMeter.settle`: the reservation is deleted and the usage added in ONE transaction) or
+gives them back when it fails (:meth:`UsageMeter.release`). So concurrent requests, on one replica
+or many, never take the key past its quota. A replica killed mid-request leaves reservations that
+stop counting at their expiry (``reservation_ttl_s``).
 
 Cost is ``images * price_per_1k_images / 1000 + text_tokens * price_per_1m_tokens / 1e6`` at the
-prices of the model that served (a server serving several models prices each), computed at record
-time and stored, so changing the price later does not rewrite history.
+prices of the model that served (a server serving several models prices each; `model` is its served
+name, "" for usage recorded before models were), computed at record time and stored, so changing the
+price later does not rewrite history. Quotas count the images of every model.
 
 Response shape (OpenRouter's key introspection plus our counters)::
 
@@ -31,31 +41,38 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from sigserve.accounts.keys import KeyRecord, KeyStore
+from sigserve.accounts.schema import api_keys, quota_reservations, usage_daily
 
 COUNTERS = ("requests", "images", "patches", "text_tokens", "cost", "searches")
+DEFAULT_RESERVATION_TTL_S = 600.0
 
-metadata = sa.MetaData()
-usage_daily = sa.Table(
-    "sigserve_usage_daily",
-    metadata,
-    # No foreign key: the static key and anonymous callers are metered too.
-    sa.Column("key_id", sa.String(64), primary_key=True),
-    sa.Column("day", sa.String(10), primary_key=True),  # ISO date (UTC): sorts as text
-    sa.Column("model", sa.String(200), primary_key=True, default=""),  # the served model's name ("" before models)
-    sa.Column("requests", sa.BigInteger, nullable=False, default=0),
-    sa.Column("images", sa.BigInteger, nullable=False, default=0),
-    sa.Column("patches", sa.BigInteger, nullable=False, default=0),
-    sa.Column("text_tokens", sa.BigInteger, nullable=False, default=0),
-    sa.Column("cost", sa.Float, nullable=False, default=0.0),
-    sa.Column("searches", sa.BigInteger, nullable=False, default=0),  # collection searches
-)
+
+@dataclass(frozen=True)
+class Reservation:
+    """Images held for one request in flight. `remaining`: what the quota still allows after it."""
+
+    id: str
+    key_id: str
+    images: int
+    quota: int
+    remaining: int
+
+
+@dataclass(frozen=True)
+class QuotaRefusal:
+    """The quota cannot cover the request: `remaining` images are left of `quota`."""
+
+    quota: int
+    remaining: int
 
 
 def _zero() -> dict:
@@ -78,45 +95,79 @@ class UsageMeter:
         price_per_1k_images: float = 0.0,
         price_per_1m_tokens: float = 0.0,
         now=time.time,
+        reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
     ):
         self.store = store
         self.db = store.db
         self.price_per_1k_images = price_per_1k_images
         self.price_per_1m_tokens = price_per_1m_tokens
         self._now = now
-        metadata.create_all(self.db)
-        _add_searches_column(self.db)
-        _add_model_column(self.db)
+        self.reservation_ttl_s = reservation_ttl_s  # longer than any request may run
 
     # -- recording ------------------------------------------------------------------------
 
     def cost(self, images: int = 0, text_tokens: int = 0, prices: tuple[float, float] | None = None) -> float:
+        """At `prices` (per 1k images, per 1M tokens: the serving model's), default the meter's own."""
         per_1k_images, per_1m_tokens = prices or (self.price_per_1k_images, self.price_per_1m_tokens)
         return images * per_1k_images / 1e3 + text_tokens * per_1m_tokens / 1e6
 
     def record(self, key_id: str, *, model: str = "", images: int = 0, patches: int = 0, text_tokens: int = 0,
                requests: int = 1, searches: int = 0, prices: tuple[float, float] | None = None) -> float:
-        """Add one request's usage under the model that served it (committed before returning), at that
-        model's (per 1k images, per 1M tokens) prices, default the meter's. Returns its cost."""
+        """Add one request's usage under the model that served it (committed before returning). Returns its cost."""
+        return self.settle(None, key_id, model=model, images=images, patches=patches, text_tokens=text_tokens,
+                           requests=requests, searches=searches, prices=prices)
+
+    def settle(self, reservation: Reservation | None, key_id: str, *, model: str = "", images: int = 0,
+               patches: int = 0, text_tokens: int = 0, requests: int = 1, searches: int = 0,
+               prices: tuple[float, float] | None = None) -> float:
+        """Record a finished request under its model, at its model's prices, and drop its reservation, in one
+        transaction. Returns its cost."""
         values = {"requests": requests, "images": images, "patches": patches,
                   "text_tokens": text_tokens, "cost": self.cost(images, text_tokens, prices), "searches": searches}
-        day = self._today().isoformat()
-        where = (usage_daily.c.key_id == key_id, usage_daily.c.day == day, usage_daily.c.model == model)
-        increment = {name: usage_daily.c[name] + value for name, value in values.items()}
-        for attempt in range(3):
-            try:
-                with self.db.begin() as conn:
-                    if conn.execute(usage_daily.update().where(*where)
-                                    .values(**increment)).rowcount == 0:
-                        conn.execute(usage_daily.insert().values(key_id=key_id, day=day, model=model,
-                                                                 **values))
-                return values["cost"]
-            except IntegrityError:
-                # Another process inserted the day's row between our UPDATE and INSERT: the
-                # transaction rolled back, so retrying the UPDATE counts this request once.
-                if attempt == 2:
-                    raise
+        with self.store.database.guard(), self.db.begin() as conn:
+            if reservation is not None:
+                conn.execute(quota_reservations.delete().where(quota_reservations.c.id == reservation.id))
+            conn.execute(self._upsert(key_id, self._today().isoformat(), model, values))
         return values["cost"]
+
+    def reserve(self, key_id: str, images: int, quota: int) -> Reservation | QuotaRefusal:
+        """Hold `images` of the key's quota for a request about to run (see the module docstring)."""
+        now = self._now()
+        used = sa.select(sa.func.coalesce(sa.func.sum(usage_daily.c.images), 0)).where(
+            usage_daily.c.key_id == key_id).scalar_subquery()
+        held = sa.select(sa.func.coalesce(sa.func.sum(quota_reservations.c.images), 0)).where(
+            quota_reservations.c.key_id == key_id, quota_reservations.c.expires_at > now).scalar_subquery()
+        reservation_id = secrets.token_hex(16)
+        with self.store.database.guard(), self.db.begin() as conn:
+            # Serialise reservations of this key (PostgreSQL: row lock; SQLite ignores FOR UPDATE,
+            # its INSERT below takes the database's write lock before it reads the sums).
+            conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id == key_id).with_for_update())
+            conn.execute(quota_reservations.delete().where(quota_reservations.c.key_id == key_id,
+                                                           quota_reservations.c.expires_at <= now))
+            conn.execute(quota_reservations.insert().from_select(
+                ["id", "key_id", "images", "expires_at"],
+                sa.select(sa.literal(reservation_id), sa.literal(key_id), sa.literal(images),
+                          sa.literal(now + self.reservation_ttl_s)).where(used + held + images <= quota),
+            ))
+            # (rowcount of INSERT ... SELECT is -1 under psycopg: look for the row instead)
+            granted = conn.execute(sa.select(quota_reservations.c.id)
+                                   .where(quota_reservations.c.id == reservation_id)).first() is not None
+            spent = int(conn.execute(sa.select(used + held)).scalar() or 0)
+        if not granted:
+            return QuotaRefusal(quota=quota, remaining=max(quota - spent, 0))
+        return Reservation(reservation_id, key_id, images, quota, remaining=max(quota - spent, 0))
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back the images of a request that failed (nothing is recorded)."""
+        with self.store.database.guard(), self.db.begin() as conn:
+            conn.execute(quota_reservations.delete().where(quota_reservations.c.id == reservation.id))
+
+    def _upsert(self, key_id: str, day: str, model: str, values: dict):
+        dialect = postgresql if self.store.database.is_postgres else sqlite
+        insert = dialect.insert(usage_daily).values(key_id=key_id, day=day, model=model, **values)
+        return insert.on_conflict_do_update(
+            index_elements=[usage_daily.c.key_id, usage_daily.c.day, usage_daily.c.model],
+            set_={name: usage_daily.c[name] + insert.excluded[name] for name in values})
 
     async def arecord(self, key_id: str, **counts) -> float:
         """`record` in a worker thread, for async route handlers."""
@@ -127,8 +178,22 @@ class UsageMeter:
     def images_used(self, key_id: str) -> int:
         """All-time images of this key (what quota_images is compared against)."""
         query = sa.select(sa.func.sum(usage_daily.c.images)).where(usage_daily.c.key_id == key_id)
-        with self.db.connect() as conn:
+        with self.store.database.guard(), self.db.connect() as conn:
             return int(conn.execute(query).scalar() or 0)
+
+    def daily_rows(self, key_id: str | None = None, since: dt.date | None = None,
+                   until: dt.date | None = None) -> list[dict]:
+        """One dict per key, UTC day and model (billing export), oldest first: {"date", "key_id", "model", counters}."""
+        query = sa.select(usage_daily).order_by(usage_daily.c.day, usage_daily.c.key_id, usage_daily.c.model)
+        if key_id is not None:
+            query = query.where(usage_daily.c.key_id == key_id)
+        if since is not None:
+            query = query.where(usage_daily.c.day >= since.isoformat())
+        if until is not None:
+            query = query.where(usage_daily.c.day <= until.isoformat())
+        with self.store.database.guard(), self.db.connect() as conn:
+            return [{"date": row.day, "key_id": row.key_id, "model": row.model, **_row_dict(row)}
+                    for row in conn.execute(query)]
 
     def usage_for(self, key_id: str, days: int = 30) -> dict:
         """{"key_id", "totals": {...}, "daily": [{"date", ...}] (last `days` days with use)}."""
@@ -137,7 +202,7 @@ class UsageMeter:
     def usage_all(self, days: int = 30) -> list[dict]:
         """usage_for of every key that exists or has usage, ordered by key creation."""
         known = [record.id for record in self.store.list()]
-        with self.db.connect() as conn:
+        with self.store.database.guard(), self.db.connect() as conn:
             used = [row[0] for row in conn.execute(sa.select(usage_daily.c.key_id).distinct())]
         ids = known + sorted(set(used) - set(known))
         collected = self._collect(ids, days)
@@ -162,7 +227,7 @@ class UsageMeter:
 
     def _collect(self, key_ids: list[str], days: int) -> dict[str, dict]:
         out: dict[str, dict[str, Any]] = {k: {"key_id": k, "totals": _zero(), "models": {}, "daily": [], "periods": {}}
-               for k in key_ids}
+                                          for k in key_ids}
         if not key_ids:
             return out
         sums = [sa.func.sum(usage_daily.c[name]).label(name) for name in COUNTERS]
@@ -170,7 +235,7 @@ class UsageMeter:
         starts = {"day": today, "week": today - dt.timedelta(days=today.weekday()),
                   "month": today.replace(day=1)}
         since = min(*starts.values(), today - dt.timedelta(days=max(days, 1) - 1)).isoformat()
-        with self.db.connect() as conn:
+        with self.store.database.guard(), self.db.connect() as conn:
             totals = conn.execute(sa.select(usage_daily.c.key_id, *sums)
                                   .where(usage_daily.c.key_id.in_(key_ids))
                                   .group_by(usage_daily.c.key_id))
@@ -232,37 +297,6 @@ def _by_day(rows) -> list[dict]:
             day[name] += counts[name]
         day["models"][r.model] = counts
     return list(days.values())
-
-
-def _add_model_column(engine) -> None:
-    """Usage tables made before several models were served have no `model` column, and their primary key
-    is (key_id, day): rebuilt as (key_id, day, model), the old rows kept under model "". Portable SQL
-    (SQLite cannot change a primary key in place): a new table beside the old, the rows copied, a swap."""
-    if "model" in {c["name"] for c in sa.inspect(engine).get_columns(usage_daily.name)}:
-        return
-    new = usage_daily.to_metadata(sa.MetaData(), name=f"{usage_daily.name}_new")
-    columns = ", ".join(c.name for c in usage_daily.columns if c.name != "model")
-    try:
-        with engine.begin() as conn:
-            new.create(conn)
-            conn.execute(sa.text(f"INSERT INTO {new.name} (model, {columns}) SELECT '', {columns} FROM {usage_daily.name}"))
-            conn.execute(sa.text(f"DROP TABLE {usage_daily.name}"))
-            conn.execute(sa.text(f"ALTER TABLE {new.name} RENAME TO {usage_daily.name}"))
-    except sa.exc.DBAPIError:  # another process migrated first (its transaction won)
-        if "model" not in {c["name"] for c in sa.inspect(engine).get_columns(usage_daily.name)}:
-            raise
-
-
-def _add_searches_column(engine) -> None:
-    """Databases made before collections lack the `searches` counter: add it (portable SQL)."""
-    if "searches" in {c["name"] for c in sa.inspect(engine).get_columns(usage_daily.name)}:
-        return
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"ALTER TABLE {usage_daily.name} ADD COLUMN searches BIGINT NOT NULL DEFAULT 0"))
-    except sa.exc.DBAPIError:  # another process added it first
-        if "searches" not in {c["name"] for c in sa.inspect(engine).get_columns(usage_daily.name)}:
-            raise
 
 
 def _unknown(key_id: str) -> KeyRecord:

@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "bench",
     "cache",
     "collections",
+    "db",
     "embed",
     "eval",
     "heatmap",

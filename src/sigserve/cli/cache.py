@@ -14,6 +14,7 @@ import typer
 
 from sigserve.paths import cache_dir
 
+KINDS = ("aoti", "bench", "digests", "dummy", "eval", "onnx")  # what sigserve writes under the cache folder
 cache_app = typer.Typer(help="List or clear sigserve's cache (rebuildable files only).", no_args_is_help=True)
 
 
@@ -57,13 +58,12 @@ def clear_cache(
 ) -> None:
     """Remove cached files (they are rebuilt when needed: the next start re-exports, for one)."""
     root = cache_dir()
-    targets = [root / k for k in kind] if kind else ([root] if root.exists() else [])
-    missing = [t for t in targets if not t.exists()]
-    if missing:
-        typer.echo(f"error: nothing cached under {missing[0]}", err=True)
+    if unknown := [k for k in kind or [] if k not in KINDS]:
+        typer.echo(f"error: unknown kind {unknown[0]!r}; the cache holds {', '.join(KINDS)}", err=True)
         raise typer.Exit(2)
+    targets = [t for t in ([root / k for k in kind] if kind else [root]) if t.exists()]
     if not targets:
-        typer.echo("the cache is empty")
+        typer.echo("nothing to clear")
         return
     size = sum(_size(t) for t in targets)
     if not yes and not typer.confirm(f"remove {', '.join(map(str, targets))} ({_human(size)})?"):

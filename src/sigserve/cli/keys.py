@@ -1,8 +1,8 @@
 """`sigserve keys create|list|revoke` and `sigserve usage`: manage API keys and read usage.
 
 They work on the same database as the server (`--database-url`, else the SQLite file in
-`--data-dir`), so keys can be created or revoked while the server runs; a revocation reaches a
-running server within a second.
+`--data-dir`), so keys can be created, changed or revoked while the server runs; a change reaches
+running servers within their --key-refresh-s (1 s), or at once when SIGSERVE_REDIS_URL is set.
 """
 
 from __future__ import annotations
@@ -38,8 +38,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _store(data_dir: Path | None, database_url: str | None) -> KeyStore:
+    from sigserve.accounts.shared import KeyEvents
+
     given: dict[str, Any] = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v is not None}
-    return KeyStore(Settings(**given).resolved_database_url)
+    settings = Settings(**given)
+    # With SIGSERVE_REDIS_URL set, running replicas hear of a change at once (else within their refresh).
+    events = KeyEvents(settings.redis_url) if settings.redis_url else None
+    return KeyStore(settings.resolved_database_url, timeout_s=settings.database_timeout_s,
+                    migrate=settings.database_migrate, events=events)
 
 
 def _limit(value: int | None) -> str:
@@ -104,6 +110,44 @@ def list_keys(data_dir: DataDir = None, database_url: DatabaseUrl = None,
     rows = [[r.id, r.name, "admin" if r.admin else "", _limit(r.rpm), _limit(r.images_per_min),
              _limit(r.quota_images), "active" if r.active else "revoked"] for r in records]
     typer.echo(_table(["ID", "NAME", "ROLE", "RPM", "IMG/MIN", "QUOTA", "STATUS"], rows))
+
+
+@keys_app.command("update")
+def update(
+    key: Annotated[str, typer.Argument(help="Key id (as listed).")],
+    name: Annotated[Optional[str], typer.Option("--name", help="A new label.")] = None,
+    rpm: Annotated[Optional[int], typer.Option("--rpm", min=1, help="Requests per minute.")] = None,
+    images_per_min: Annotated[Optional[int], typer.Option(
+        "--images-per-min", min=1, help="Images per minute.")] = None,
+    quota_images: Annotated[Optional[int], typer.Option(
+        "--quota-images", min=0, help="Images this key may embed in total.")] = None,
+    unset: Annotated[Optional[list[str]], typer.Option(
+        "--unset", help="Remove a limit: rpm, images_per_min or quota_images (repeatable).")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change a key's name or limits; running servers apply it within --key-refresh-s (at once with Redis)."""
+    from sigserve.accounts.keys import LIMIT_FIELDS
+
+    changes: dict[str, Any] = {k: v for k, v in (("name", name), ("rpm", rpm), ("images_per_min", images_per_min),
+                                                 ("quota_images", quota_images)) if v is not None}
+    for field in unset or []:
+        if field.replace("-", "_") not in LIMIT_FIELDS:
+            fail(f"--unset takes one of {', '.join(LIMIT_FIELDS)}, not {field!r}")
+        changes[field.replace("-", "_")] = None
+    if not changes:
+        fail("nothing to change: give --name, a limit, or --unset")
+    store = _store(data_dir, database_url)
+    try:
+        record = store.update(key, **changes)
+    except SigserveError as exc:
+        fail(exc)
+    finally:
+        store.close()
+    if record is None:
+        typer.echo(f"No key with id {key!r}.", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(_key_json(record)))
 
 
 @keys_app.command("revoke")

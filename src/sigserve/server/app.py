@@ -13,12 +13,13 @@ from fastapi import FastAPI
 
 import sigserve
 from sigserve.engine import Engine, ServedModel
-from sigserve.server import collections, errors, heatmap, playground, routes
+from sigserve.server import accesslog, admin, collections, errors, heatmap, playground, routes
+from sigserve.server import models as registry
 from sigserve.server.access import Access
 from sigserve.server.fetch import ImageFetcher
 from sigserve.server.limits import RequestGuardMiddleware, guarded_protocol
 from sigserve.server.metrics import Metrics, RequestMetricsMiddleware
-from sigserve.server.models import LoadedModel, Models, Served, load_models
+from sigserve.server.models import LoadedModel, Models, Served
 from sigserve.server.serving import Serving
 from sigserve.server.settings import Settings, resolve_device
 
@@ -29,7 +30,9 @@ Given = ServedModel | Sequence[ServedModel] | Sequence[LoadedModel] | None
 def server_options(settings: Settings) -> dict:
     """uvicorn's options for these settings (the CLI's server and the tests' are the same server)."""
     return {"http": guarded_protocol(settings.header_timeout_s), "timeout_keep_alive": settings.keep_alive_s,
-            "log_level": settings.log_level}
+            "log_level": settings.log_level,
+            # X-Forwarded-For is believed only from --trusted-proxies (the load balancer), never from clients.
+            "proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
 
 
 def given_models(settings: Settings, models: Given) -> list[LoadedModel] | None:
@@ -55,22 +58,22 @@ def create_app(settings: Settings, models: Given = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         loaded = given_models(settings, models)
         if loaded is None:
-            loaded = await asyncio.to_thread(load_models, settings)
+            loaded = await asyncio.to_thread(registry.load_models, settings)  # looked up now: tests replace it
         fetcher = ImageFetcher(max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,
                                allow_private=settings.allow_private_urls)
-        access = await asyncio.to_thread(Access.from_settings, settings)
+        access = await asyncio.to_thread(Access.from_settings, settings, metrics)
         app.state.access = access
-        app.state.models = registry = Models([serve(entry, fetcher) for entry in loaded])
+        app.state.models = served = Models([serve(entry, fetcher) for entry in loaded])
         # /ready says 200 only after every tower and the common grids ran once (lazy graph builds, the
         # allocator's arenas): the first request then costs what the tenth does. /health answers meanwhile.
-        warm_ups = [asyncio.create_task(served.serving.warm_up()) for served in registry]
+        warm_ups = [asyncio.create_task(s.serving.warm_up()) for s in served]
         try:
             yield
         finally:
             for task in warm_ups:
                 task.cancel()
-            for served in registry:
-                served.engine.stop()
+            for s in served:
+                s.engine.stop()
             await fetcher.aclose()
             access.close()
 
@@ -93,6 +96,8 @@ def create_app(settings: Settings, models: Given = None) -> FastAPI:
     errors.install(app, on_error=metrics.on_error)
     app.include_router(routes.router)
     app.include_router(collections.router)
+    app.include_router(admin.router)
+    accesslog.install()
     app.include_router(heatmap.router)
     playground.install(app, settings.playground)
     app.add_middleware(RequestGuardMiddleware, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)

@@ -221,12 +221,17 @@ async def _metered(request: Request, response: Response, key: KeyRecord, images:
     """Admit (rate limits, quota), run, record usage under `serving`'s model (default: the server's first):
     the path every route takes (routes._served), without cancelling on disconnect: a write that
     committed must be recorded and answered."""
-    headers = await request.app.state.access.admit(key, images)
-    response.headers.update(headers)
-    request.state.response_headers = headers
-    result = await work()
+    access = request.app.state.access
+    admission = await access.admit(key, images)  # rate limits charged, quota reserved
+    response.headers.update(admission.headers)
+    request.state.response_headers = admission.headers
+    try:
+        result = await work()
+    except BaseException:
+        await asyncio.shield(access.release(admission))  # the quota reserved comes back
+        raise
     usage = getattr(result, "usage", None) or Usage()
-    await record_usage(request, key, serving or request.app.state.models.default.serving, usage)
+    await record_usage(request, key, serving or request.app.state.models.default.serving, usage, admission)
     return result
 
 

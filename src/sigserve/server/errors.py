@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sigserve.accounts.db import DatabaseUnavailableError
+from sigserve.accounts.shared import RateLimiterUnavailableError
 from sigserve.engine import EngineUnavailableError, QueueFullError
 from sigserve.errors import InputError, InvalidArgumentError, SigserveError
 
@@ -65,6 +67,10 @@ def from_exception(exc: BaseException) -> APIError:
     if isinstance(exc, QueueFullError):
         retry = max(1, round(exc.retry_after_s))
         return APIError(429, f"{exc} - retry after {retry} s", code="queue_full", headers={"retry-after": str(retry)})
+    if isinstance(exc, DatabaseUnavailableError):
+        return APIError(503, str(exc), code="database_unavailable", headers={"retry-after": "1"})
+    if isinstance(exc, RateLimiterUnavailableError):
+        return APIError(503, str(exc), code="rate_limiter_unavailable", headers={"retry-after": "1"})
     if isinstance(exc, EngineUnavailableError):
         return APIError(503, str(exc), code="engine_unavailable")
     if isinstance(exc, InputError):
@@ -93,7 +99,7 @@ def install(app: FastAPI, on_error: Callable[[str], Any] | None = None) -> None:
     @app.exception_handler(SigserveError)
     async def _library_error(request: Request, exc: SigserveError) -> JSONResponse:
         err = from_exception(exc)
-        if err.status >= 500:
+        if err.status >= 500 and err.code not in ("database_unavailable", "rate_limiter_unavailable"):  # logged once
             log.error("unhandled library error on %s", request.url.path, exc_info=exc)
         return respond(err, request)
 
@@ -121,7 +127,7 @@ def validation_error(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
     if not errors:
         return APIError(422, "invalid request", code="invalid_request")
-    located = [(_dotted([p for p in e.get("loc", ()) if p != "body"]), e) for e in errors]
+    located = [(_dotted([p for p in e.get("loc", ()) if p not in ("body", "query", "path")]), e) for e in errors]
     param, first = max(located, key=lambda pe: len(pe[0]))
     message = f"{param}: {first.get('msg', 'invalid')}" if param else first.get("msg", "invalid request")
     if len(errors) > 1:

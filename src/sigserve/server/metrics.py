@@ -35,6 +35,10 @@ class Metrics:
         self.patches = Counter("sigserve_patches", "Valid image patches processed", ["model"], registry=r)
         self.text_tokens = Counter("sigserve_text_tokens", "Non-padding text tokens processed", ["model"], registry=r)
         self.errors = Counter("sigserve_errors", "Error responses by OpenAI error type", ["type"], registry=r)
+        self.database_errors = Counter("sigserve_database_unavailable", "Failures to reach the keys and usage "
+                                       "database (requests answered 503 database_unavailable)", registry=r)
+        self.ratelimit_backend_errors = Counter("sigserve_ratelimit_backend_errors", "Failures to reach Redis for rate "
+                                                "limits (then --redis-failure-mode applies)", registry=r)
         self.ready = Gauge("sigserve_ready", "1 when the model is loaded and its worker alive", ["model"], registry=r)
         self.memory = Gauge("sigserve_model_memory_bytes", "Resident memory the model added at load (measured)",
                             ["model"], registry=r)

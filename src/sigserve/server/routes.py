@@ -40,19 +40,25 @@ async def _served(request: Request, response: Response, key: KeyRecord, body,
     serving = state.models.resolve(body.model).serving
     job = (prepare or Serving.prepare)(serving, body)
     job.owner = key.id  # the engine shares its queue fairly between owners
-    headers = await state.access.admit(key, job.images)
-    response.headers.update(headers)
-    request.state.response_headers = headers  # an error from here on still tells the client its limits
-    result = await _until_disconnect(request, work(serving, job))
-    await record_usage(request, key, serving, result.usage)
+    admission = await state.access.admit(key, job.images)  # rate limits charged, quota reserved
+    response.headers.update(admission.headers)
+    request.state.response_headers = admission.headers  # an error from here on still tells the client its limits
+    try:
+        result = await _until_disconnect(request, work(serving, job))
+    except BaseException:
+        await asyncio.shield(state.access.release(admission))  # the quota reserved comes back
+        raise
+    await record_usage(request, key, serving, result.usage, admission)
     return result
 
 
-async def record_usage(request: Request, key: KeyRecord, serving: Serving, usage: schemas.Usage) -> None:
-    """The key's usage row and the metrics, under the model that served (at its prices)."""
+async def record_usage(request: Request, key: KeyRecord, serving: Serving, usage: schemas.Usage,
+                       admission=None) -> None:
+    """The key's usage row (settling its quota reservation) and the metrics, under the model that served,
+    at its prices."""
     state = request.app.state
     spec = serving.spec
-    await state.access.record(key, usage, model=serving.name,
+    await state.access.record(key, usage, admission, model=serving.name,
                               prices=(spec.price_per_1k_images, spec.price_per_1m_tokens))
     state.metrics.on_usage(serving.name, usage.images, usage.patches, usage.prompt_tokens)
 
@@ -89,9 +95,9 @@ async def health() -> schemas.Health:
 
 @router.head("/ready", include_in_schema=False)
 @router.get("/ready", response_model=schemas.Ready, tags=["probes"],
-            responses={503: {"description": "a model not loaded, or its inference worker dead"}})
+            responses={503: {"description": "a model not loaded, its inference worker dead, or database unreachable"}})
 async def ready(request: Request):
-    """Every model is loaded, warmed up, and its inference worker alive (readiness)."""
+    """Every model is loaded, warmed up, and its inference worker alive; the database answers (readiness)."""
     models = request.app.state.models
     for served in models:
         engine, serving = served.engine, served.serving
@@ -103,6 +109,8 @@ async def ready(request: Request):
         if not serving.warm:
             raise APIError(503, f"not ready yet: warming up the model{named}", code="warming_up",
                            headers={"retry-after": "1"})
+    if problem := await request.app.state.access.problem():  # database (or Redis, when it must be up)
+        raise APIError(503, f"not ready: {problem[1]}", code=problem[0])
     return schemas.Ready(status="ready", model=models.default.name, models=models.names,
                          pending_items=sum(s.engine.pending for s in models))
 

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sigserve import defaults, paths
+from sigserve.accounts import db
 from sigserve.accounts.keys import database_url_for
+from sigserve.accounts.shared import FailureMode
 from sigserve.backends import BackendChoice, Precision
 from sigserve.defaults import LoadFormat
 from sigserve.engine import EngineConfig
@@ -101,7 +103,25 @@ class Settings(BaseSettings):
         None, description="A static admin bearer key. Without it and without keys in the database: open access.")
     data_dir: Path = Field(default_factory=paths.data_dir, json_schema_extra={"shown": "~/.local/share/sigserve"},
                            description="Folder of the default SQLite database (keys, usage).")
-    database_url: str | None = Field(None, description="SQLAlchemy URL for keys and usage (default: SQLite in data_dir).")
+    database_url: str | None = Field(
+        None, description="Keys and usage database: sqlite:///FILE, or postgresql+psycopg://USER:PASS@HOST/DB shared "
+                          "by replicas (default: SQLite in data_dir).")
+    database_pool_size: int = Field(db.DEFAULT_POOL_SIZE, ge=1,
+                                    description="Pooled PostgreSQL connections per replica (as many again on bursts).")
+    database_timeout_s: float = Field(db.DEFAULT_TIMEOUT_S, gt=0, description="Longest wait to connect, for a pooled "
+                                      "connection, or for one statement; then 503 database_unavailable.")
+    database_migrate: bool = Field(True, description="Upgrade the database schema at start (else refuse an old schema: "
+                                                     "run `sigserve db upgrade`).")
+    redis_url: str | None = Field(None, description="redis://HOST:PORT/DB shared by replicas: rate limits and key-change "
+                                                    "notices (default: limits in this process only).")
+    redis_failure_mode: FailureMode = Field(
+        "local", description="When Redis is unreachable: local (per-replica limits), open (no limits) or closed (503).")
+    key_refresh_s: float = Field(1.0, gt=0, description="Longest a replica uses a cached key: revocations and limit "
+                                                        "changes made elsewhere apply within it (with Redis: at once).")
+    max_failed_auth_per_min: int = Field(10, ge=1, description="Failed key verifications allowed per minute per key id "
+                                                               "and per client address; beyond, 429.")
+    trusted_proxies: str = Field("127.0.0.1", description="Comma-separated addresses/networks whose X-Forwarded-For "
+                                                          "names the client (your load balancer); others are ignored.")
     collections_uri: str | None = Field(None, description="LanceDB URI of the collections (default: data_dir/collections).")
     collections_index_threshold: int | None = Field(
         None, ge=0, description="Rows from which a collection gets an ANN index (default: 100000).")

@@ -1,0 +1,1 @@
+"""Alembic migrations of the keys and usage database (run by sigserve.accounts.migrate)."""
