@@ -1,4 +1,5 @@
-"""Every `bash` and `python` code block of README.md and docs/*.md runs, as a user would run it.
+"""Every `bash`, `console` and `python` code block of README.md and docs/*.md runs, as a user would run it.
+(A `console` block is a transcript: its `$ ` lines, with their continuations, are the commands.)
 
 The blocks run in a scratch folder holding the pictures they name (cat.jpg, dog.jpg, photos/, ...),
 with .venv's `sigserve` and `python` first on PATH, the Hugging Face hub offline, and a server that the
@@ -36,12 +37,22 @@ def blocks() -> list:
     params = []
     for doc in DOCS:
         for m in FENCE.finditer(doc.read_text()):
-            if m["lang"] not in ("bash", "python"):
+            if m["lang"] not in ("bash", "console", "python"):
                 continue
             marks = [pytest.mark.skip(reason=f"not run: {m['why']}")] if m["why"] else []
             line = doc.read_text()[: m.start("code")].count("\n") + 1
             params.append(pytest.param(doc.name, m["lang"], m["code"], id=f"{doc.name}:{line}", marks=marks))
     return params
+
+
+def console_commands(transcript: str) -> str:
+    """The commands of a shell transcript: `$ ` lines and the lines that a trailing backslash continues."""
+    commands, continued = [], False
+    for line in transcript.splitlines():
+        if line.startswith("$ ") or continued:
+            commands.append(line[2:] if line.startswith("$ ") else line)
+            continued = line.rstrip().endswith("\\")
+    return "\n".join(commands) + "\n"
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +102,7 @@ def doc_env(tmp_path_factory, hub_cache) -> dict[str, str]:
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "HF_HUB_CACHE": str(hub_cache),
             "HF_HUB_OFFLINE": "1", "SIGSERVE_CACHE": str(tmp_path_factory.mktemp("docs-cache")),
             "SIGSERVE_DATA_DIR": str(tmp_path_factory.mktemp("docs-data")), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "NO_COLOR": "1"}
+            "NO_COLOR": "1", "KEY": "sk-local", "ADMIN": "sk-local", "ADMIN_KEY": "sk-local"}  # the server's key
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +135,7 @@ def quick_start_server(doc_env, template):
 @pytest.mark.parametrize("doc, lang, code", blocks())
 def test_doc_block_runs(doc, lang, code, quick_start_server, workspaces, doc_env):
     code = re.sub(r"(localhost|127\.0\.0\.1):8000", f"127.0.0.1:{quick_start_server}", code)
-    cmd = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
+    code = console_commands(code) if lang == "console" else code
+    cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
     done = subprocess.run(cmd, cwd=workspaces(doc), env=doc_env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
     assert done.returncode == 0, f"exit {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"

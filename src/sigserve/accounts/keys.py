@@ -54,6 +54,8 @@ _CACHE_MAX = 10_000
 _KEY_RE = re.compile(r"^sk-sig-([0-9a-f]{12})-([A-Za-z0-9_-]{20,128})$")
 LIMIT_FIELDS = ("rpm", "images_per_min", "quota_images")
 _LEAST = {"rpm": 1, "images_per_min": 1, "quota_images": 0}  # a rate of 0 would lock the key out: use None
+# What the columns hold (rates are 32-bit integers, the quota 64-bit): larger is refused, not overflowed.
+LIMIT_MOST = {"rpm": 2**31 - 1, "images_per_min": 2**31 - 1, "quota_images": 2**63 - 1}
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ def _check_limits(values: dict) -> None:
     for label, value in values.items():
         if label in _LEAST and value is not None and (isinstance(value, bool) or value < _LEAST[label]):
             raise InvalidArgumentError(f"{label} must be >= {_LEAST[label]} (or null for no limit)", label)
+        if label in LIMIT_MOST and value is not None and value > LIMIT_MOST[label]:
+            raise InvalidArgumentError(f"{label} must be <= {LIMIT_MOST[label]}", label)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from sigserve.accounts.keys import AuthError, KeyRecord, KeyStore
+from sigserve.accounts.keys import LIMIT_MOST, AuthError, KeyRecord, KeyStore
 from sigserve.accounts.usage import COUNTERS
 from sigserve.server.errors import APIError
 
@@ -42,10 +42,13 @@ async def admin(request: Request) -> KeyRecord:
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, description="Who uses the key.")
-    rpm: int | None = Field(None, ge=1, description="Requests per minute (null: the server default).")
-    images_per_min: int | None = Field(None, ge=1, description="Images per minute (null: the server default).")
-    quota_images: int | None = Field(None, ge=0, description="Images this key may embed in all (null: no quota).")
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+                      description="Who uses the key (printable text).")
+    rpm: int | None = Field(None, ge=1, le=LIMIT_MOST["rpm"], description="Requests per minute (null: the server default).")
+    images_per_min: int | None = Field(None, ge=1, le=LIMIT_MOST["images_per_min"],
+                                       description="Images per minute (null: the server default).")
+    quota_images: int | None = Field(None, ge=0, le=LIMIT_MOST["quota_images"],
+                                     description="Images this key may embed in all (null: no quota).")
     admin: bool = Field(False, description="May manage keys and read every key's usage.")
 
 
@@ -54,10 +57,10 @@ class KeyUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    rpm: int | None = Field(None, ge=1)
-    images_per_min: int | None = Field(None, ge=1)
-    quota_images: int | None = Field(None, ge=0)
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    rpm: int | None = Field(None, ge=1, le=LIMIT_MOST["rpm"])
+    images_per_min: int | None = Field(None, ge=1, le=LIMIT_MOST["images_per_min"])
+    quota_images: int | None = Field(None, ge=0, le=LIMIT_MOST["quota_images"])
     admin: bool | None = None
 
 

@@ -60,7 +60,9 @@ def create_app(settings: Settings, models: Given = None) -> FastAPI:
         if loaded is None:
             loaded = await asyncio.to_thread(registry.load_models, settings)  # looked up now: tests replace it
         fetcher = ImageFetcher(max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout_s,
-                               allow_private=settings.allow_private_urls)
+                               allow_private=settings.allow_private_urls, max_fetches=settings.max_fetches,
+                               max_request_bytes=settings.max_request_fetch_bytes,
+                               fetches_per_request=settings.fetches_per_request)
         access = await asyncio.to_thread(Access.from_settings, settings, metrics)
         app.state.access = access
         app.state.models = served = Models([serve(entry, fetcher) for entry in loaded])

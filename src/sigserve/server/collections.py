@@ -119,7 +119,8 @@ class CollectionService:
         refs = [parse_item(it.image, f"items[{i}].image", "image") for i, it in enumerate(body.items)]
         errors: dict[int, cs.ItemError] = {}
         with engine.admit(len(refs), key.id):
-            prepared = await asyncio.gather(*(self._prepare(serving, i, ref, mnp) for i, ref in enumerate(refs)))
+            share = serving.images.for_request()  # the request's downloads: one byte budget, a few at a time
+            prepared = await asyncio.gather(*(self._prepare(serving, i, ref, mnp, share) for i, ref in enumerate(refs)))
             for i, p in enumerate(prepared):
                 if isinstance(p, cs.ItemError):
                     errors[i] = p
@@ -137,10 +138,10 @@ class CollectionService:
                                    errors=bool(errors), usage=usage)
 
     @staticmethod
-    async def _prepare(serving: Serving, i: int, ref: Item, mnp: int | None):
+    async def _prepare(serving: Serving, i: int, ref: Item, mnp: int | None, share):
         """(patches, sha256 of the bytes, source) for one item, or its error (the others go on)."""
         try:
-            blob = await serving.images.fetch(ref.value, index=i)
+            blob = await serving.images.fetch(ref.value, i, share)
             patches = (await serving.engine.load_images([blob], mnp))[0]
         except InputError as exc:
             return cs.ItemError(message=f"{ref.param}: {exc.reason}", param=ref.param,

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import ipaddress
 import re
 import socket
@@ -68,6 +69,24 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # per image, fetched or inline
 FETCH_TIMEOUT_S = 10.0  # the whole fetch: DNS, connect, redirects, body
 MAX_REDIRECTS = 3
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # downloaded by one request's URLs together
+FETCHES_PER_REQUEST = 4  # one request's downloads at once
+MAX_FETCHES = 32  # downloads at once, over all requests
+
+
+class RequestFetches:
+    """One request's share of the fetcher: its downloads together stay within `max_bytes`, at most
+    `concurrency` of them at a time (a 3 KB request naming 32 URLs of 20 MB must not cost 640 MB)."""
+
+    def __init__(self, max_bytes: int = MAX_REQUEST_BYTES, concurrency: int = FETCHES_PER_REQUEST):
+        self.max_bytes, self.used = max_bytes, 0
+        self.gate = asyncio.Semaphore(concurrency)
+
+    def spend(self, n: int, index: int | None) -> None:
+        self.used += n
+        if self.used > self.max_bytes:
+            raise ImageFetchTooLargeError(index, f"the request's downloaded images exceed {self.max_bytes} bytes "
+                                                 "together: send fewer or smaller images per request")
 _REDIRECTS = {301, 302, 303, 307, 308}
 _DATA_URI = re.compile(r"^data:([a-z0-9.+-]+/[a-z0-9.+-]+)?((?:;[a-z0-9.+-]+(?:=[^;,]*)?)*),",
                        re.IGNORECASE)
@@ -203,12 +222,17 @@ class ImageFetcher:
         resolver: Resolver | None = None,
         user_agent: str = f"sigserve-image-fetcher/{__version__}",
         verify: bool | ssl.SSLContext = True,
+        max_fetches: int = MAX_FETCHES,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        fetches_per_request: int = FETCHES_PER_REQUEST,
     ):
+        self.max_request_bytes, self.fetches_per_request = max_request_bytes, fetches_per_request
         self.max_bytes, self.timeout_s, self.max_redirects = max_bytes, timeout_s, max_redirects
         self.allow_private = allow_private
         self.allowed_networks = tuple(ipaddress.ip_network(n, strict=False)
                                       for n in allowed_networks)
         self._resolve = resolver or system_resolver
+        self._gate = asyncio.Semaphore(max_fetches)  # downloads in flight over all requests
         self._user_agent = user_agent
         self._client = httpx.AsyncClient(
             follow_redirects=False, trust_env=False, verify=verify,
@@ -225,15 +249,20 @@ class ImageFetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, ref: str, index: int | None = None) -> bytes:
-        """The bytes behind `ref` (URL, data URI or base64). Raises ImageFetchError(index)."""
+    def for_request(self) -> RequestFetches:
+        return RequestFetches(self.max_request_bytes, self.fetches_per_request)
+
+    async def fetch(self, ref: str, index: int | None = None, request: RequestFetches | None = None) -> bytes:
+        """The bytes behind `ref` (URL, data URI or base64). Raises ImageFetchError(index). A URL's
+        download counts against `request` (its byte budget and concurrency) and the global limit."""
         if not isinstance(ref, str) or not ref.strip():
             raise ImageReferenceError(index, "expected a URL, data URI or base64 string")
         kind = classify_reference(ref)
         if kind == "data":
             return decode_data_uri(ref, index, self.max_bytes)
         if kind == "url":
-            return await self.fetch_url(ref.strip(), index)
+            async with request.gate if request else contextlib.nullcontext(), self._gate:
+                return await self.fetch_url(ref.strip(), index, request)
         if "://" in ref[:16] or ref.strip().lower().startswith("data:"):
             scheme = ref.strip().split(":", 1)[0][:10]
             raise ImageURLRefusedError(index, f"unsupported reference scheme {scheme!r}")
@@ -244,12 +273,12 @@ class ImageFetcher:
         # Whatever else is handed to us as an image is taken as base64 (no magic required).
         return decode_base64(ref, index, self.max_bytes)
 
-    async def fetch_url(self, url: str, index: int | None = None) -> bytes:
+    async def fetch_url(self, url: str, index: int | None = None, request: RequestFetches | None = None) -> bytes:
         target = _parse_url(url, index)
         host = target.host
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._follow(target, index)
+                return await self._follow(target, index, request)
         except (TimeoutError, httpx.TimeoutException):
             raise ImageFetchTimeoutError(
                 index, f"fetching the image from {host} took longer than {self.timeout_s:g} s"
@@ -258,7 +287,7 @@ class ImageFetcher:
             raise ImageFetchError(index, f"could not fetch the image from {host}: "
                                          f"{type(exc).__name__}") from None
 
-    async def _follow(self, url: httpx.URL, index: int | None) -> bytes:
+    async def _follow(self, url: httpx.URL, index: int | None, request: RequestFetches | None) -> bytes:
         for _hop in range(self.max_redirects + 1):
             ip = await self._checked_ip(url, index)
             response = await self._send(url, ip)
@@ -270,7 +299,7 @@ class ImageFetcher:
                 if not 200 <= response.status_code < 300:
                     raise ImageFetchError(
                         index, f"HTTP {response.status_code} from {url.host}")
-                return await self._read(response, index, url.host)
+                return await self._read(response, index, url.host, request)
             finally:
                 await response.aclose()
         raise ImageFetchError(index, f"more than {self.max_redirects} redirects")
@@ -306,7 +335,8 @@ class ImageFetcher:
                                              extensions=extensions)
         return await self._client.send(request, stream=True)
 
-    async def _read(self, response: httpx.Response, index: int | None, host: str) -> bytes:
+    async def _read(self, response: httpx.Response, index: int | None, host: str,
+                    request: RequestFetches | None) -> bytes:
         too_large = ImageFetchTooLargeError(
             index, f"the image at {host} is larger than {self.max_bytes} bytes")
         declared = response.headers.get("content-length", "")
@@ -317,6 +347,8 @@ class ImageFetcher:
             size += len(chunk)
             if size > self.max_bytes:
                 raise too_large
+            if request is not None:
+                request.spend(len(chunk), index)
             chunks.append(chunk)
         if size == 0:
             raise ImageFetchError(index, f"empty response from {host}")

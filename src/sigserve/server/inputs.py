@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sigserve.server import schemas
 from sigserve.server.errors import APIError
@@ -69,4 +69,8 @@ class ImageSource(Protocol):
     """Resolves an image reference (URL, data URI, base64) to bytes: server.fetch.ImageFetcher.
     Raises sigserve.errors.ImageFetchError (an InputError) carrying `index`."""
 
-    async def fetch(self, ref: str, index: int | None = None) -> bytes: ...
+    async def fetch(self, ref: str, index: int | None = None, request: Any = None) -> bytes: ...
+
+    def for_request(self) -> Any:
+        """A per-request share (byte budget, concurrency) to pass to each fetch of one request."""
+        ...

@@ -160,12 +160,14 @@ def _int(value: bytes | None) -> int | None:
 
 
 async def _answer(send: Send, status: int, message: str, code: str, param: str | None = None) -> None:
-    """OpenAI's error envelope, and the connection closed (its body may be unread)."""
+    """OpenAI's error envelope; the connection is closed unless the body was read in full (a 400 for
+    invalid Unicode keeps a keep-alive connection usable)."""
     body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param,
                                  "code": code}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if code != "invalid_unicode":
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

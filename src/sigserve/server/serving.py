@@ -245,7 +245,8 @@ class Serving:
 
     async def _embed_images(self, items: list[Item], max_num_patches: int | None, features: bool):
         try:
-            blobs = await _gather_or_cancel(*(self.images.fetch(it.value, index=i) for i, it in enumerate(items)))
+            share = self.images.for_request()  # the request's downloads: one byte budget, a few at a time
+            blobs = await _gather_or_cancel(*(self.images.fetch(it.value, i, share) for i, it in enumerate(items)))
             patches = await self.engine.load_images(blobs, max_num_patches)
         except InputError as exc:  # .index is the position in `items`: name it as the client does
             param = items[exc.index].param if exc.index is not None else "input"

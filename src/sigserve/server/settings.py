@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(fetch.MAX_IMAGE_BYTES, ge=1, description="Bytes per image, fetched or inline.")
     fetch_timeout_s: float = Field(fetch.FETCH_TIMEOUT_S, gt=0, description="Seconds for one image URL fetch.")
     allow_private_urls: bool = Field(False, description="Let image URLs reach private networks (SSRF risk).")
+    max_request_fetch_bytes: int = Field(fetch.MAX_REQUEST_BYTES, ge=1,
+                                         description="Bytes that one request's image URLs may download together.")
+    fetches_per_request: int = Field(fetch.FETCHES_PER_REQUEST, ge=1, description="One request's downloads at once.")
+    max_fetches: int = Field(fetch.MAX_FETCHES, ge=1, description="Image downloads at once over all requests.")
 
     # -- engine -------------------------------------------------------------------------------
     max_batch_images: int | None = Field(None, ge=1, description="Images per inference batch "
