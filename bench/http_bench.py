@@ -5,7 +5,7 @@
 
 What is measured, on the full-size random checkpoint (tests/support/checkpoints.py, cached under
 SIGSERVE_CACHE/bench/full-random) with the backend/precision the server picks by default
-(`sigserve.server.app.load_pipeline(Settings(model=...))`, i.e. onnx fp32 on CPU):
+(`sigserve.server.models.load_pipeline(settings, spec)`, i.e. onnx fp32 on CPU):
 
   inference-only  `Pipeline.encode_patches` on already-preprocessed NaFlex patches (256) of the same
                   JPEGs, at batch 1, 4 and 8 (8 = the server's max_batch_images). The best of these is
@@ -276,7 +276,7 @@ def main() -> None:
     import httpx
 
     import sigserve
-    from sigserve.server.app import load_pipeline
+    from sigserve.server.models import load_pipeline
     from sigserve.server.settings import Settings
 
     folder = full_checkpoint()
@@ -286,7 +286,8 @@ def main() -> None:
     jpegs = hd_jpegs(a.images)
     say(f"inputs: {len(jpegs)} distinct 1920x1080 JPEGs (q90), mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KiB")
 
-    model = load_pipeline(Settings(model=str(folder)))  # exactly what the server loads (exports ONNX once)
+    settings = Settings(model=str(folder))
+    model = load_pipeline(settings, settings.model_specs()[0])  # exactly what the server loads (exports ONNX once)
     say(f"model-only: {model!r}, threads {model.backend.describe().get('threads')}")
     patches = [model.preprocess(j, None, 256) for j in jpegs]
     say(f"patches per image: {patches[0].rows}x{patches[0].cols} = {patches[0].num_patches}")

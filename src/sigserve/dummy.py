@@ -17,6 +17,7 @@ import torch
 
 from sigserve.artifacts import ensure
 from sigserve.config import ModelConfig
+from sigserve.family import HUB_CHECKPOINTS
 from sigserve.model import Siglip2
 from sigserve.paths import cache_dir
 from sigserve.weights import DTYPE_NAMES, Checkpoint
@@ -26,21 +27,31 @@ SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0
 
 
 def dummy_checkpoint(model: str, seed: int = 0) -> Checkpoint:
-    """A random checkpoint with the config of `model` when it is a local folder, else the SigLIP 2
-    base config (which is what the hub's config.json resolves to)."""
+    """A random checkpoint with the architecture and image rules of `model`: a local folder's config.json
+    and preprocessor_config.json, a released checkpoint's shapes by hub id (sigserve.family), else the
+    SigLIP 2 base NaFlex config (which is what the hub's config.json resolves to). The tokenizer is always
+    the stand-in (SigLIP 2's text rules), whatever the model's own."""
     local = Path(model).expanduser()
-    config = ModelConfig.from_file(local / "config.json") if (local / "config.json").is_file() else ModelConfig()
-    key = hashlib.sha256(json.dumps([config.to_dict(), seed], sort_keys=True).encode()).hexdigest()[:12]
+    known = HUB_CHECKPOINTS.get(str(model), {})
+    if (local / "config.json").is_file():
+        config = ModelConfig.from_file(local / "config.json")
+        pre = local / "preprocessor_config.json"
+        preprocessor = json.loads(pre.read_text()) if pre.is_file() else None
+    else:
+        config = ModelConfig.from_dict(known["config"]) if known else ModelConfig()
+        preprocessor = known.get("preprocessor")
+    key = hashlib.sha256(json.dumps([config.to_dict(), preprocessor, seed], sort_keys=True).encode()).hexdigest()[:12]
     folder = cache_dir("dummy", key)
     # The marker is written last (atomically): a folder without it is an interrupted build, redone.
-    ensure(folder / DUMMY_MARKER, lambda marker: _write(folder, marker, config, seed), "the dummy checkpoint")
+    ensure(folder / DUMMY_MARKER, lambda marker: _write(folder, marker, config, preprocessor, seed), "the dummy checkpoint")
     return Checkpoint(folder, "dummy", str(model))
 
 
-def _write(folder: Path, marker: Path, config: ModelConfig, seed: int) -> None:
+def _write(folder: Path, marker: Path, config: ModelConfig, preprocessor: dict | None, seed: int) -> None:
     write_random_safetensors(folder / "model.safetensors", config, seed)
-    raw = {"architectures": ["Siglip2Model"], "model_type": "siglip2", **config.to_dict()}
-    (folder / "config.json").write_text(json.dumps(raw, indent=2))
+    (folder / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2))
+    if preprocessor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     (folder / "tokenizer.json").write_text(stand_in_tokenizer_json())
     marker.write_text("random weights, stand-in tokenizer: not a real model\n")
 

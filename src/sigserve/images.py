@@ -1,13 +1,19 @@
-"""NaFlex image preprocessing: decode, convert to RGB, resize keeping the aspect ratio, patchify.
+"""Image preprocessing: decode, convert to RGB, resize, patchify, by the checkpoint's rules (ImageConfig).
 
-Faithful to transformers' PIL image processor (Siglip2ImageProcessorPil), the project's oracle:
-uint8 RGB -> PIL BILINEAR resize (antialiased) to the size found by the NaFlex search -> x/255,
-then (x - 0.5) / 0.5 in float32 -> 16x16 patches in raster order, channels-last inside a patch.
+Faithful to transformers' PIL image processors, the project's oracle:
+- NaFlex (Siglip2ImageProcessorPil): uint8 RGB -> PIL resize (BILINEAR on the hub) to the size found by
+  the NaFlex search, keeping the aspect ratio -> PxP patches in raster order, channels-last in a patch;
+- fixed resolution (SiglipImageProcessorPil): uint8 RGB -> PIL resize (BICUBIC for SigLIP, BILINEAR for
+  SigLIP 2, as the preprocessor config says) to size x size, aspect not kept -> the same patches (the
+  model's convolution puts them back in place; a remainder of size beyond G*P is dropped, as its
+  stride-P convolution without padding does).
+Then x * rescale_factor (float64, cast to float32) and (x - mean) / std in float32.
 
-The last step, normalisation, is deferred: patches and packed batches hold the resized uint8 values
+That last step, normalisation, is deferred: patches and packed batches hold the resized uint8 values
 (4x fewer bytes to keep, prefetch and copy to a GPU), and each backend maps them to float32 through
-LUT where a batch enters it (`normalize` on the host, or a gather from a device-resident copy of LUT).
-The values are bit-identical to normalising here: LUT is exactly the oracle's arithmetic per value.
+its checkpoint's LUT (ImageConfig.lut) where a batch enters it (`normalize` on the host, or a gather
+from a device-resident copy). The values are bit-identical to normalising here: the LUT is exactly the
+oracle's arithmetic per value and channel.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from sigserve.config import ImageConfig
 from sigserve.defaults import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_NUM_PATCHES,
@@ -33,23 +40,29 @@ from sigserve.defaults import (
 )
 from sigserve.errors import ImageDecodeError, ImageTooLargeError, InvalidArgumentError
 
-PATCH_SIZE = 16  # SigLIP 2 NaFlex's; a checkpoint's own comes from its config (VisionConfig.patch_size)
+PATCH_SIZE = 16  # SigLIP 2 NaFlex's; a checkpoint's own comes from its config (ImageConfig.patch_size)
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 # File extensions of the accepted formats: what folder scans (embed, index, eval, batch) pick up.
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 STRIP_ROWS = 256  # rows converted at a time (16-bit to 8-bit, transparency onto white)
 
-# uint8 -> normalised float32, computed exactly as the oracle does: float64 rescale, cast, normalise.
-LUT = ((np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32) - np.float32(0.5)) / np.float32(0.5)
+# uint8 -> normalised float32 under the default rules (1/255, mean 0.5, std 0.5: every released SigLIP):
+# the same value for the three channels. A checkpoint's own is ImageConfig.lut(), (3, 256).
+LUT = ImageConfig().lut()[0]
 LUT.flags.writeable = False
 
 
-def normalize(pixel_values: np.ndarray) -> np.ndarray:
-    """Resized uint8 pixel values (any shape) -> the oracle's normalised float32 values, exactly.
+def normalize(pixel_values: np.ndarray, lut: np.ndarray = LUT) -> np.ndarray:
+    """Resized uint8 pixel values -> the oracle's normalised float32 values, exactly. `lut` is (256,),
+    or (3, 256) per channel (then the last axis holds channels-last pixels: index % 3 is the channel).
     Floating-point input is taken as already normalised and returned as float32 (no copy if it is)."""
     pixel_values = np.asarray(pixel_values)
     if pixel_values.dtype == np.uint8:
-        return LUT[pixel_values]  # measured faster than np.take here; both exact
+        if lut.ndim == 2 and (lut == lut[:1]).all():
+            lut = lut[0]  # one table for all channels: the fast path
+        if lut.ndim == 1:
+            return lut[pixel_values]  # measured faster than np.take here; both exact
+        return lut[np.arange(pixel_values.shape[-1]) % len(lut), pixel_values]
     if pixel_values.dtype.kind != "f":
         raise TypeError(f"pixel_values must be uint8 (resized pixels) or float (normalised), got {pixel_values.dtype}")
     return pixel_values.astype(np.float32, copy=False)
@@ -100,18 +113,21 @@ def naflex_size(height: int, width: int, max_num_patches: int, patch: int = PATC
 
 def open_image(item, index: int | None = None, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                exif_transpose: bool = True, draft_max_num_patches: int | None = None,
-               formats: Sequence[str] = IMAGE_FORMATS) -> Image.Image:
+               formats: Sequence[str] = IMAGE_FORMATS, draft: SizeFn | None = None) -> Image.Image:
     """A path, bytes, PIL image or (H, W[, 3|4]) uint8 array -> a decoded RGB PIL image.
     Raises ImageDecodeError / ImageTooLargeError naming `index`; only `formats` are decoded.
     `draft_max_num_patches`: for a JPEG much larger than its NaFlex target at that many patches, decode
     at a reduced DCT scale (1/2..1/8, still at least twice the target per side). Faster, but no longer
-    bit-exact with the reference preprocessing (docs/benchmarks.md gives the distance): opt-in."""
+    bit-exact with the reference preprocessing (docs/benchmarks.md gives the distance): opt-in.
+    `draft`: the same, for any target (height, width) -> (target height, target width) (fixed resolution)."""
+    if draft is None and draft_max_num_patches:
+        draft = lambda h, w: naflex_size(h, w, draft_max_num_patches)
     image = _open(item, index, formats)
     if image.width * image.height > max_pixels:
         raise ImageTooLargeError(index, f"image has {image.width}x{image.height} pixels, more than the limit of {max_pixels}")
     try:
-        if draft_max_num_patches and image.format == "JPEG":
-            _draft(image, draft_max_num_patches, exif_transpose)
+        if draft is not None and image.format == "JPEG":
+            _draft(image, draft, exif_transpose)
         image.load()  # decode now, so that truncated or corrupt data fails here, with its index
         if exif_transpose:
             image = ImageOps.exif_transpose(image)
@@ -132,12 +148,15 @@ def image_size(item, index: int | None = None, formats: Sequence[str] = IMAGE_FO
         return image.size
 
 
-def _draft(image: Image.Image, max_num_patches: int, exif_transpose: bool) -> None:
-    """Ask the JPEG decoder for the smallest DCT scale that keeps both sides >= 2x the NaFlex target
+SizeFn = Callable[[int, int], tuple[int, int]]  # (height, width) -> the resize target (height, width)
+
+
+def _draft(image: Image.Image, target: SizeFn, exif_transpose: bool) -> None:
+    """Ask the JPEG decoder for the smallest DCT scale that keeps both sides >= 2x the resize target
     (so the antialiased resize still averages over real pixels). No-op when the target is not much smaller."""
     transposed = exif_transpose and image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # rotated by 90 degrees
     h, w = (image.width, image.height) if transposed else (image.height, image.width)
-    th, tw = naflex_size(h, w, max_num_patches)
+    th, tw = target(h, w)
     if transposed:
         th, tw = tw, th
     if image.width >= 4 * tw and image.height >= 4 * th:  # at least one halving step is possible
@@ -239,14 +258,61 @@ def _on_white(image: Image.Image) -> Image.Image:
 # Patches
 
 
-def to_patches(image: Image.Image, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES, patch: int = PATCH_SIZE) -> Patches:
+def to_patches(image: Image.Image, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES, patch: int = PATCH_SIZE,
+               resample: int = Image.Resampling.BILINEAR) -> Patches:
     """An RGB image -> its NaFlex patches (no padding: batching pads)."""
     max_num_patches = check_max_num_patches(max_num_patches)
     height, width = naflex_size(image.height, image.width, max_num_patches, patch)
-    resized = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))  # (H, W, 3) uint8
-    rows, cols = height // patch, width // patch
+    resized = np.asarray(image.resize((width, height), resample))  # (H, W, 3) uint8
+    return _patchify(resized, patch)
+
+
+def to_fixed_patches(image: Image.Image, size: int, patch: int, resample: int) -> Patches:
+    """An RGB image -> the patches of its size x size resize (aspect ratio not kept), G x G of them."""
+    grid = size // patch
+    resized = np.asarray(image.resize((size, size), resample))[: grid * patch, : grid * patch]  # (G*P, G*P, 3)
+    return _patchify(resized, patch)
+
+
+def _patchify(resized: np.ndarray, patch: int) -> Patches:
+    """(H, W, 3) uint8, both multiples of patch -> (rows*cols, P*P*3) in raster order, channels-last."""
+    rows, cols = resized.shape[0] // patch, resized.shape[1] // patch
     x = resized.reshape(rows, patch, cols, patch, 3).transpose(0, 2, 1, 3, 4)  # (rows, cols, py, px, c)
     return Patches(np.ascontiguousarray(x.reshape(rows * cols, patch * patch * 3)), rows, cols)
+
+
+# ---------------------------------------------------------------------------------------------
+# A checkpoint's rules
+
+
+def resolve_max_num_patches(rules: ImageConfig, max_num_patches: int | None) -> int | None:
+    """The sequence length a call runs at: NaFlex, the caller's (checked) or the processor's default;
+    fixed resolution, None: the image size is the model's, and asking for another is an error."""
+    if not rules.naflex:
+        if max_num_patches is not None:
+            raise InvalidArgumentError(
+                f"max_num_patches does not apply to this model: it has a fixed resolution ({rules.size}x{rules.size} "
+                f"pixels, {rules.grid}x{rules.grid} patches); omit max_num_patches", "max_num_patches")
+        return None
+    return check_max_num_patches(rules.max_num_patches if max_num_patches is None else max_num_patches)
+
+
+def resize_target(rules: ImageConfig, max_num_patches: int | None) -> SizeFn:
+    """(height, width) -> the (height, width) an image of that size is resized to under `rules`."""
+    if not rules.naflex:
+        return lambda h, w: (rules.size or 0, rules.size or 0)
+    length = resolve_max_num_patches(rules, max_num_patches)
+    assert length is not None
+    return lambda h, w: naflex_size(h, w, length, rules.patch_size)
+
+
+def image_to_patches(image: Image.Image, rules: ImageConfig, max_num_patches: int | None = None) -> Patches:
+    """An RGB image -> its patches under the checkpoint's rules (max_num_patches: NaFlex only)."""
+    length = resolve_max_num_patches(rules, max_num_patches)
+    if length is None:
+        assert rules.size is not None
+        return to_fixed_patches(image, rules.size, rules.patch_size, rules.resample)
+    return to_patches(image, length, rules.patch_size, rules.resample)
 
 
 def pack(patches: list[Patches], length: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,3 +13,15 @@ def release_freed_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size now (Linux /proc; None where it cannot be read). Memory-mapped
+    weights count once their pages are read, as the kernel counts them."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

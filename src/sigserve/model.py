@@ -1,12 +1,22 @@
-"""SigLIP 2 NaFlex in one file: the vision tower, the text tower and the scoring parameters.
+"""SigLIP in one file: the vision tower, the text tower and the scoring parameters, for both
+architectures of the family. They differ only in the vision embeddings:
 
-Module names mirror the checkpoint's keys (`vision_model.encoder.layers.3.self_attn.q_proj.weight`),
-so loading is a near-identity mapping (see weights.py). Layers come in dependency order.
-Shapes: B batch, N patches (padded), T text tokens (64), D width, H heads, G position-grid side (16).
+    NaFlex (SigLIP 2, model_type "siglip2")  a Linear patch embedding; the learned (G, G) position grid
+                                             resized to each image's own grid (resize_position_grid)
+    fixed resolution (model_type "siglip")   a PxP convolution over the square image (PatchConv); the
+                                             position table added as is (fixed_position_grid)
+
+Everything else (encoder, MAP head, text tower) is shared. Module names mirror the checkpoint's keys
+(`vision_model.encoder.layers.3.self_attn.q_proj.weight`), so loading is a near-identity mapping (see
+weights.py). Layers come in dependency order.
+Shapes: B batch, N patches (padded), T text tokens (64 or 16), D width, H heads, G position-grid side,
+P patch side. Both architectures take patchified pixels (B, N, C*P*P), so every backend feeds them alike.
 Every backend runs these forwards: torch calls them, onnx exports them, aoti compiles them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -94,15 +104,52 @@ def resize_position_grid(table: torch.Tensor, rows: int, cols: int) -> torch.Ten
     return (w.to(table.device) @ table.float()).to(table.dtype)
 
 
+def fixed_position_grid(table: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Fixed resolution: every image has the table's own (G, G) grid, and the table is added as is."""
+    G = int(round(table.shape[0] ** 0.5))
+    if (rows, cols) != (G, G):
+        raise ValueError(f"a fixed-resolution model takes a {G}x{G} grid of patches, not {rows}x{cols}")
+    return table
+
+
+PositionGrid = Callable[[torch.Tensor, int, int], torch.Tensor]  # (table, rows, cols) -> (rows*cols, D)
+
+
+def position_grid(cfg: VisionConfig) -> PositionGrid:
+    """The architecture's position variant; backends call it once per grid (base.PositionCache)."""
+    return resize_position_grid if cfg.naflex else fixed_position_grid
+
+
+class PatchConv(nn.Module):
+    """Fixed resolution: the patch embedding is a PxP convolution with stride P over the square image,
+    named after torch.nn.Conv2d's parameters, which the checkpoint stores: weight (D, C, P, P), bias (D,).
+    It takes the patchified image that NaFlex takes, puts the pixels back in place, and convolves:
+    exactly the reference's arithmetic."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.patch_size, self.grid, self.channels = cfg.patch_size, cfg.grid, cfg.num_channels
+        self.weight = nn.Parameter(torch.empty(cfg.hidden_size, cfg.num_channels, cfg.patch_size, cfg.patch_size))
+        self.bias = nn.Parameter(torch.empty(cfg.hidden_size))
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, G*G, P*P*C) raster order, channels-last in a patch -> (B, G*G, D)."""
+        G, P = self.grid, self.patch_size
+        rows = patches.reshape(-1, G, G, P, P, self.channels)  # (B, row, col, py, px, C)
+        image = rows.permute(0, 5, 1, 3, 2, 4).reshape(-1, self.channels, G * P, G * P)  # (B, C, G*P, G*P)
+        return F.conv2d(image, self.weight, self.bias, stride=P).flatten(2).transpose(1, 2)
+
+
 class VisionEmbeddings(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.patch_embedding = nn.Linear(cfg.patch_dim, cfg.hidden_size)
+        # NaFlex: a Linear over each flattened patch; fixed resolution: the convolution (PatchConv)
+        self.patch_embedding = nn.Linear(cfg.patch_dim, cfg.hidden_size) if cfg.naflex else PatchConv(cfg)
         self.position_embedding = nn.Embedding(cfg.num_patches, cfg.hidden_size)  # a (G*G, D) grid
 
     def forward(self, pixel_values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         # pixel_values (B, N, C*P*P) patchified and normalised; positions (B, N, D) or (N, D): the table
-        # resized to each image's grid (resize_position_grid; callers cache it per grid, padding rows any value)
+        # on each image's grid (position_grid(cfg); callers cache it per grid, padding rows any value)
         return self.patch_embedding(pixel_values) + positions  # (B, N, D)
 
 
@@ -206,7 +253,7 @@ class TextTransformer(nn.Module):
         self.head = nn.Linear(cfg.hidden_size, cfg.embed_dim)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids (B, 64) right-padded with 0 -> pooled (B, D)."""
+        """input_ids (B, T) right-padded -> pooled (B, D)."""
         return self.pool(self.embeddings(input_ids))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,6 +268,8 @@ class TextTransformer(nn.Module):
 
 
 class Siglip2(nn.Module):
+    """SigLIP 2 NaFlex, or a fixed-resolution SigLIP / SigLIP 2, as the config says."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg

@@ -17,7 +17,6 @@ from sigserve.backends import Backend, create_backend
 from sigserve.defaults import (
     DEFAULT_IMAGE_BATCH,
     DEFAULT_MAX_IMAGE_PIXELS,
-    DEFAULT_MAX_NUM_PATCHES,
     DEFAULT_MODEL,
     DEFAULT_TEXT_BATCH,
     DEFAULT_TEXT_CACHE_SIZE,
@@ -25,12 +24,12 @@ from sigserve.defaults import (
 )
 from sigserve.dummy import dummy_checkpoint
 from sigserve.errors import InvalidArgumentError
-from sigserve.images import Patches, check_max_num_patches, image_size, open_image, pack, to_patches
+from sigserve.images import Patches, image_size, image_to_patches, open_image, pack, resize_target, resolve_max_num_patches
 from sigserve.model import MAPHead, Siglip2
 from sigserve.prompts import build_prompts, check_templates, label_matrix
 from sigserve.scoring import l2_normalize, sigmoid_probabilities
 from sigserve.textcache import TextEmbeddingCache
-from sigserve.tokenizer import TextTokenizer, TokenBatch
+from sigserve.tokenizer import TokenBatch, load_tokenizer
 from sigserve.weights import Checkpoint, build_head, resolve
 
 BUCKET_BATCHES = 4  # images are sorted by patch count within windows of this many batches (less padding)
@@ -38,19 +37,30 @@ MAX_WINDOW = 64  # images per window at most: bounds the patches held (and prefe
 PREFETCH_WORKERS = 2  # threads decoding the next window while the current one is inferred
 
 
-def load(model: str | os.PathLike = DEFAULT_MODEL, *, dummy: bool = False,
+def resolve_checkpoint(model: str | os.PathLike | Checkpoint = DEFAULT_MODEL, dummy: bool = False,
+                       revision: str | None = None, cache_dir: str | None = None) -> Checkpoint:
+    """The checkpoint `load` would use (a download, if any, happens here), without loading it."""
+    if isinstance(model, Checkpoint):
+        return model
+    return dummy_checkpoint(str(model)) if dummy else resolve(model, revision, cache_dir)
+
+
+def load(model: str | os.PathLike | Checkpoint = DEFAULT_MODEL, *, dummy: bool = False,
          backend: str | None = None, precision: str = "fp32", device: str = "cpu", revision: str | None = None,
          cache_dir: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, exif_transpose: bool = True,
          text_cache_size: int = DEFAULT_TEXT_CACHE_SIZE, jpeg_draft: bool = False,
          image_formats: Sequence[str] = IMAGE_FORMATS) -> Pipeline:
-    """Load SigLIP 2 NaFlex from a local folder, the HF cache or the hub (downloaded once).
-    `dummy=True` keeps the architecture (from the folder's config.json, else the base model's) with
-    random weights and a stand-in tokenizer: for benchmarks and load tests, never for real answers.
+    """Load a SigLIP 2 (NaFlex or fixed resolution) or SigLIP checkpoint from a local folder, the HF cache
+    or the hub (downloaded once); its config.json, preprocessor_config.json and tokenizer files decide
+    the architecture and the image and text rules.
+    `dummy=True` keeps the architecture (from the folder's config.json, a released checkpoint's by hub id,
+    else the base NaFlex model's) with random weights and a stand-in tokenizer: for benchmarks and load
+    tests, never for real answers.
     `backend` None (or "auto") picks the measured fastest for `device` (onnx on CPU when onnxruntime is
     installed, else torch); `precision` "fp32" is exact, "int8" (onnx) is opt-in and approximate.
     `jpeg_draft=True` decodes large JPEGs at a reduced DCT scale: several times faster on photos of many
     megapixels, but not bit-exact with the reference preprocessing, so off by default."""
-    checkpoint = dummy_checkpoint(str(model)) if dummy else resolve(model, revision, cache_dir)
+    checkpoint = resolve_checkpoint(model, dummy, revision, cache_dir)
     chosen = create_backend(backend, checkpoint, precision=precision, device=device)
     return Pipeline(checkpoint, chosen, max_image_pixels=max_image_pixels, exif_transpose=exif_transpose,
                     text_cache_size=text_cache_size, jpeg_draft=jpeg_draft, image_formats=image_formats)
@@ -65,7 +75,8 @@ class Pipeline:
         self.checkpoint = checkpoint
         self.backend = backend
         self.config = checkpoint.config
-        self.tokenizer = TextTokenizer(checkpoint.tokenizer_file, self.config.text.max_position_embeddings)
+        self.image_config = checkpoint.image  # the image rules (preprocessor_config.json)
+        self.tokenizer = load_tokenizer(checkpoint.path, self.config.text.max_position_embeddings)
         self.max_image_pixels = max_image_pixels
         self.exif_transpose = exif_transpose
         self.jpeg_draft = jpeg_draft
@@ -80,13 +91,19 @@ class Pipeline:
 
     # -- low level: the engine and the server drive these ------------------------------------
 
-    def preprocess(self, item, index: int | None = None, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> Patches:
+    @property
+    def naflex(self) -> bool:
+        """True for NaFlex (a sequence length per call); False for a fixed resolution."""
+        return self.config.naflex
+
+    def preprocess(self, item, index: int | None = None, max_num_patches: int | None = None) -> Patches:
         """Decode one item with this pipeline's options (EXIF, opt-in JPEG draft decoding) and pixel
-        cap, then cut it into its NaFlex patches."""
+        cap, then cut it into patches by the checkpoint's rules. max_num_patches: NaFlex only (None: the
+        processor's default, 256); a fixed-resolution model refuses it."""
+        draft = resize_target(self.image_config, max_num_patches) if self.jpeg_draft else None
         image = open_image(item, index, max_pixels=self.max_image_pixels, formats=self.image_formats,
-                           exif_transpose=self.exif_transpose,
-                           draft_max_num_patches=max_num_patches if self.jpeg_draft else None)
-        return to_patches(image, max_num_patches, self.config.vision.patch_size)
+                           exif_transpose=self.exif_transpose, draft=draft)
+        return image_to_patches(image, self.image_config, max_num_patches)
 
     def image_size(self, item, index: int | None = None) -> tuple[int, int]:
         """(width, height) from the image's header, without decoding it."""
@@ -129,17 +146,17 @@ class Pipeline:
 
     # -- high level ---------------------------------------------------------------------------
 
-    def embed_images(self, images: Iterable, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES, normalize: bool = True,
+    def embed_images(self, images: Iterable, max_num_patches: int | None = None, normalize: bool = True,
                      batch_size: int = DEFAULT_IMAGE_BATCH, progress: bool = False) -> np.ndarray:
         """(N, D) image embeddings, L2-normalised unless normalize=False (then the raw pooled output)."""
         pooled = [p for p, _ in self._image_batches(images, max_num_patches, batch_size, progress, False)]
         out = np.concatenate(pooled) if pooled else np.zeros((0, self.embedding_dim), np.float32)
         return l2_normalize(out) if normalize else out
 
-    def patch_features(self, images: Iterable, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES,
+    def patch_features(self, images: Iterable, max_num_patches: int | None = None,
                        batch_size: int = DEFAULT_IMAGE_BATCH, progress: bool = False) -> list[np.ndarray]:
         """Per image its (rows, cols, D) dense features (last hidden state after the final LayerNorm,
-        padding removed), rows x cols being the image's NaFlex grid."""
+        padding removed), rows x cols being the image's NaFlex grid (fixed resolution: the model's G x G)."""
         grids: list[np.ndarray] = []
         for _, g in self._image_batches(images, max_num_patches, batch_size, progress, True):
             grids.extend(g)
@@ -155,12 +172,12 @@ class Pipeline:
         out = np.concatenate(parts) if parts else np.zeros((0, self.embedding_dim), np.float32)
         return l2_normalize(out) if normalize else out
 
-    def score(self, images: Iterable, texts: Sequence[str], max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> np.ndarray:
+    def score(self, images: Iterable, texts: Sequence[str], max_num_patches: int | None = None) -> np.ndarray:
         """(n_img, n_txt) independent sigmoid probabilities that image i matches text j."""
         return self.probabilities(self.embed_images(images, max_num_patches), self.embed_texts(texts))
 
     def classify(self, images: Iterable, labels: Sequence[str], templates: Sequence[str] | None = None,
-                 top_k: int | None = None, max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> list[list[tuple[str, float]]]:
+                 top_k: int | None = None, max_num_patches: int | None = None) -> list[list[tuple[str, float]]]:
         """Zero-shot labels per image, best first, with SigLIP's sigmoid probabilities. Each is an
         independent yes/no probability: they do not sum to 1 (several labels can be likely, or none)."""
         labels = _as_list(labels, "labels")
@@ -171,9 +188,9 @@ class Pipeline:
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(labels[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
 
-    def heatmap(self, image, texts: Sequence[str], max_num_patches: int = DEFAULT_MAX_NUM_PATCHES) -> np.ndarray:
-        """Where in `image` each text matches: (len(texts), rows, cols) calibrated probabilities, one per NaFlex
-        patch of the image's grid at `max_num_patches` (raster order, as patch_features). Each patch is scored
+    def heatmap(self, image, texts: Sequence[str], max_num_patches: int | None = None) -> np.ndarray:
+        """Where in `image` each text matches: (len(texts), rows, cols) calibrated probabilities, one per
+        patch of the image's grid (NaFlex: at `max_num_patches`; raster order, as patch_features). Each patch is scored
         as the pooled image is, as if the pooling head had seen that patch alone (MaskCLIP's approach)."""
         texts = _as_list(texts, "texts")
         if not texts:
@@ -207,6 +224,9 @@ class Pipeline:
             "weights_fingerprint": self.checkpoint.fingerprint(),  # a digest of the weights' contents
             "dummy": self.dummy,
             "embedding_dim": self.embedding_dim,
+            "architecture": "naflex" if self.naflex else "fixed",
+            "image": self.image_rules(),
+            "text": {"rules": self.tokenizer.rules, "context_length": self.tokenizer.context_length},
             "parameters": counts,
             "config": self.config.to_dict(),
             "logit_scale": self.backend.logit_scale,
@@ -214,13 +234,22 @@ class Pipeline:
             **self.backend.describe(),
         }
 
+    def image_rules(self) -> dict:
+        """How images are prepared: NaFlex (a sequence length per call) or a fixed square resize."""
+        rules = self.image_config
+        out: dict = {"resample": rules.resample_name, "patch_size": rules.patch_size,
+                     "image_mean": list(rules.image_mean), "image_std": list(rules.image_std)}
+        if rules.naflex:
+            return {"kind": "naflex", "default_max_num_patches": rules.max_num_patches, **out}
+        return {"kind": "fixed", "image_size": rules.size, "grid": rules.grid, **out}
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _image_batches(self, images, max_num_patches, batch_size, progress, with_features):
         """(pooled, grids) per window of images, in input order. Two savings, neither changing a result:
         the next window is decoded in threads while this one is inferred, and within a window images are
         batched in order of patch count, so a batch pads only to its own longest image."""
-        check_max_num_patches(max_num_patches)
+        resolve_max_num_patches(self.image_config, max_num_patches)  # a bad value fails before any decode
         _check_batch_size(batch_size)
         items = _as_list(images, "images")
         window = max(batch_size, min(batch_size * BUCKET_BATCHES, MAX_WINDOW))

@@ -1,9 +1,10 @@
 """Finding a checkpoint and putting its tensors into the model without copying them.
 
 A checkpoint is a folder in the Hugging Face hub layout: config.json, model.safetensors (or a sharded
-index), tokenizer.json, preprocessor_config.json. It comes from a local folder, the HF cache, or a hub
-download. Tensors are memory-mapped copy-on-write: the file's pages are the model's weights, read
-only where used (most of the 256000-row token embedding is never touched) and never held twice.
+index), tokenizer.json (SigLIP 2) or spiece.model (SigLIP), preprocessor_config.json. It comes from a
+local folder, the HF cache, or a hub download. Tensors are memory-mapped copy-on-write: the file's
+pages are the model's weights, read only where used (most of the 256000-row token embedding is never
+touched) and never held twice.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sigserve.config import ModelConfig
+from sigserve.config import ImageConfig, ModelConfig
 from sigserve.errors import ModelLoadError
 from sigserve.model import MAPHead, Siglip2
 from sigserve.paths import cache_dir
 
-HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
+HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "spiece.model",
              "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json"]
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
@@ -43,14 +44,12 @@ class Checkpoint:
     source: str  # "local", "hf-cache", "hub" or "dummy"
     model_id: str
     config: ModelConfig = field(init=False)
+    image: ImageConfig = field(init=False)  # preprocessor_config.json: the image rules
     _fingerprint: str | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self):
         self.config = ModelConfig.from_file(self.path / "config.json")
-
-    @property
-    def tokenizer_file(self) -> Path:
-        return self.path / "tokenizer.json"
+        self.image = ImageConfig.from_file(self.path / "preprocessor_config.json", self.config)
 
     def fingerprint(self) -> str:
         """Names the weights by their content: the same for every copy of the same files (replicas that
@@ -71,7 +70,8 @@ def resolve(model: str | os.PathLike, revision: str | None = None, cache_dir: st
         _require(path, "config.json")
         return Checkpoint(path.resolve(), "local", str(model))
     if path.exists() or str(model).startswith((".", "/")):
-        raise ModelLoadError(f"{model} is not a checkpoint folder (expected config.json, model.safetensors, tokenizer.json)")
+        raise ModelLoadError(f"{model} is not a checkpoint folder (expected config.json, model.safetensors, "
+                             "tokenizer.json or spiece.model)")
     return _from_hub(str(model), revision, cache_dir)
 
 
@@ -179,6 +179,26 @@ def mapped_tensors(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     return tensors
 
 
+TOKEN_TABLE = "text_model.embeddings.token_embedding.weight"
+PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 4}  # int8 (onnx): quantized graphs, fp32 tables
+
+
+def resident_estimate(ckpt: Checkpoint, precision: str = "fp32") -> int:
+    """Bytes a loaded model will hold resident once both towers ran: every tensor at the served
+    precision, except a token table kept in its stored dtype, which stays memory-mapped and is read a
+    few rows at a time (converted, it is materialised whole). An estimate, from the files' headers."""
+    size = PRECISION_BYTES.get(precision, 4)
+    total = 0
+    for f in weight_files(ckpt.path):
+        header, _ = read_header(f)
+        for name, meta in header.items():
+            stored = SAFETENSORS_DTYPES.get(meta["dtype"], torch.float32).itemsize
+            if name == TOKEN_TABLE and stored == size:
+                continue
+            total += math.prod(meta["shape"]) * size
+    return total
+
+
 def build_model(ckpt: Checkpoint, dtype: torch.dtype = torch.float32) -> Siglip2:
     """Build the torch model on the meta device and assign the mapped tensors to it (no copy, no init)."""
     tensors = mapped_tensors(ckpt)
@@ -219,4 +239,4 @@ def check_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     if misshaped:
         problems.append("mis-shaped tensors: " + "; ".join(misshaped))
     if problems:
-        raise ModelLoadError("checkpoint does not match the SigLIP 2 architecture in its config.json: " + " | ".join(problems))
+        raise ModelLoadError("checkpoint does not match the architecture in its config.json: " + " | ".join(problems))

@@ -92,7 +92,7 @@ def test_usage_per_key_and_day_as_json_and_csv(admin_server):
         today = dt.datetime.now(dt.UTC).date().isoformat()
         rows = ops.get("/v1/admin/usage").json()["data"]
         mine = [r for r in rows if r["name"] == "user"]
-        assert len(mine) == 1 and mine[0]["date"] == today and mine[0]["requests"] == 3
+        assert len(mine) == 1 and mine[0]["date"] == today and mine[0]["requests"] == 3 and mine[0]["model"] == MODEL
         assert mine[0]["text_tokens"] > 0
         only = ops.get("/v1/admin/usage", params={"key_id": mine[0]["key_id"], "since": today, "until": today}).json()
         assert only["data"] == mine
@@ -100,8 +100,8 @@ def test_usage_per_key_and_day_as_json_and_csv(admin_server):
         r = ops.get("/v1/admin/usage", params={"format": "csv"})
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
         table = list(csv.DictReader(io.StringIO(r.text)))
-        assert list(table[0]) == ["date", "key_id", "name", "requests", "images", "patches", "text_tokens", "cost",
-                                  "searches"]
+        assert list(table[0]) == ["date", "key_id", "name", "model", "requests", "images", "patches", "text_tokens",
+                                  "cost", "searches"]
         assert [row for row in table if row["name"] == "user"][0]["requests"] == "3"
         r = ops.get("/v1/admin/usage", params={"since": "yesterday"})
         assert r.status_code == 422 and r.json()["error"]["param"] == "since"

@@ -124,8 +124,8 @@ def test_usage_response_for_a_user(store):
     assert (data["limit"], data["limit_remaining"], data["limit_unit"]) == (10, 2, "images")
     assert (data["requests"], data["images"], data["patches"]) == (4, 8, 9)
     assert data["rate_limit"] == {"requests_per_minute": 10, "images_per_minute": None}
-    assert data["daily"][-1] == {"date": "2025-03-12", "requests": 1, "images": 1, "patches": 9,
-                                 "text_tokens": 0, "cost": pytest.approx(1.0), "searches": 0}
+    today = {"requests": 1, "images": 1, "patches": 9, "text_tokens": 0, "cost": pytest.approx(1.0), "searches": 0}
+    assert data["daily"][-1] == {"date": "2025-03-12", **today, "models": {"": today}}  # recorded under no model name
 
 
 def test_usage_response_for_an_admin(store):

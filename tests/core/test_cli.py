@@ -142,12 +142,12 @@ def test_version_and_cache_commands(tiny_checkpoint, tmp_path, monkeypatch):
 def test_serve_checks_the_port_before_loading(monkeypatch):
     import socket
 
-    import sigserve.server.app as app_module
+    import sigserve.server.models as models_module
 
-    def never(settings):
+    def never(settings, say=None):
         raise AssertionError("the model was loaded although the port is taken")
 
-    monkeypatch.setattr(app_module, "load_pipeline", never)
+    monkeypatch.setattr(models_module, "load_models", never)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -18,7 +18,7 @@ SRC = ROOT / "src" / "sigserve"
 # Lower layers never import higher ones. Top-level modules and packages of sigserve, bottom first.
 LAYERS = [
     {"errors", "defaults", "paths", "memory"},
-    {"config", "artifacts", "scoring", "textcache"},
+    {"config", "family", "artifacts", "scoring", "textcache"},
     {"model", "images", "tokenizer", "prompts"},
     {"weights", "dummy"},
     {"backends"},

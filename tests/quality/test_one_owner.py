@@ -59,23 +59,27 @@ def test_every_setting_is_a_serve_flag_with_its_choices_and_bounds():
 
 def test_serve_flags_reach_the_settings(monkeypatch):
     """The generated signature is really what typer parses: a flag and an env var reach Settings."""
-    import sigserve.server.app as app_module
+    import sigserve.server.models as models_module
     from sigserve.errors import ModelLoadError
 
     seen = {}
 
-    def capture(settings):
+    def capture(settings, say=None):
         seen["settings"] = settings
         raise ModelLoadError("stopped by the test before loading")
 
-    monkeypatch.setattr(app_module, "load_pipeline", capture)
+    monkeypatch.setattr(models_module, "load_models", capture)
     monkeypatch.setenv("SIGSERVE_MAX_LABELS", "17")
     result = CliRunner().invoke(build_app(), ["serve", "--request-timeout-s", "7", "--max-wait-ms", "0",
-                                              "--backend", "aoti", "--no-jpeg-draft"])
+                                              "--backend", "aoti", "--no-jpeg-draft", "--model", "a/b",
+                                              "-m", "/models/c=cee", "--memory-budget-mb", "900"])
     assert result.exit_code == 2 and "stopped by the test" in result.output
     settings = seen["settings"]
     assert settings.backend == "aoti" and settings.jpeg_draft is False
     assert settings.request_timeout_s == 7 and settings.max_wait_ms == 0 and settings.max_labels == 17
+    assert [(s.model, s.served_name, s.backend) for s in settings.model_specs()] == [("a/b", "a/b", "aoti"),
+                                                                                   ("/models/c", "cee", "aoti")]
+    assert settings.memory_budget_mb == 900
 
 
 def test_docs_settings_table_is_the_generated_one():
@@ -89,11 +93,10 @@ def test_model_options_read_the_same_in_every_command(option):
     found = {path: opt for path, opt in found.items() if opt is not None and path != "serve"}
     assert len(found) >= 3, found.keys()
     defaults_seen = {path: opt.default for path, opt in found.items()}
-    if option != "--max-num-patches":  # eval takes a sweep ("256" or "64,256"): a string of the same default
-        assert len(set(map(str, defaults_seen.values()))) == 1, defaults_seen
+    assert len(set(map(str, defaults_seen.values()))) == 1, defaults_seen
     assert str(next(iter(defaults_seen.values()))) == str({
         "--model": defaults.DEFAULT_MODEL, "--backend": "auto", "--precision": "fp32", "--load-format": "auto",
-        "--max-num-patches": defaults.DEFAULT_MAX_NUM_PATCHES}[option])
+        "--max-num-patches": None}[option])  # None: the model's own (NaFlex 256; a fixed resolution takes none)
 
 
 @pytest.mark.parametrize("bad", [0, 8, 5000])

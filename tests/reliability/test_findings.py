@@ -336,17 +336,25 @@ def test_data_folder_and_database_file_are_private(tmp_path):
     assert (tmp_path / "data" / "sigserve.db").stat().st_mode & 0o777 == 0o600
 
 
-def test_the_event_loop_never_waits_on_a_fetch_budget():
-    """RequestFetches is created per request on the loop; asyncio primitives bind lazily (3.10+)."""
+def test_a_request_share_counts_its_bytes_and_refuses_beyond_its_budget():
+    """RequestFetches is made per request on the serving loop (asyncio primitives bind lazily, 3.10+).
+    Run on a fresh loop of its own thread: a browser test's loop may be running on this one."""
+    from sigserve.errors import ImageFetchTooLargeError
     from sigserve.server.fetch import RequestFetches
 
     async def use():
         share = RequestFetches(10, 1)
         async with share.gate:
             share.spend(5, 0)
+        with pytest.raises(ImageFetchTooLargeError):
+            share.spend(6, 3)
         return share.used
 
-    assert asyncio.run(use()) == 5
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(use())))
+    thread.start()
+    thread.join(10)
+    assert result == [11]
 
 
 def test_admin_limits_beyond_the_columns_are_a_400_not_a_500(make_server):

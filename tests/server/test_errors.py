@@ -65,10 +65,13 @@ def test_request_id_and_metrics(http):
     assert 'sigserve_requests_total{method="GET",route="/v1/models",status="200"}' in text
     assert 'route="unmatched",status="404"' in text  # raw paths never become label values
     assert 'sigserve_errors_total{type="not_found_error"}' in text
-    for name, grew_by in (('sigserve_batch_size_count{tower="text"}', 1), ('sigserve_batch_size_count{tower="image"}', 1),
-                          ("sigserve_images_total", 1), ("sigserve_patches_total", 1), ("sigserve_text_tokens_total", 1)):
+    labelled = f'{{model="{MODEL}"}}'
+    for name, grew_by in ((f'sigserve_batch_size_count{{model="{MODEL}",tower="text"}}', 1),
+                          (f'sigserve_batch_size_count{{model="{MODEL}",tower="image"}}', 1),
+                          ("sigserve_images_total" + labelled, 1), ("sigserve_patches_total" + labelled, 1),
+                          ("sigserve_text_tokens_total" + labelled, 1)):
         assert _sample(text, name) >= _sample(before, name) + grew_by, name
-    assert 'sigserve_queue_depth{tower="image"}' in text
+    assert f'sigserve_queue_depth{{model="{MODEL}",tower="image"}}' in text
 
 
 def test_models_listing(client, tiny_model):
@@ -103,7 +106,7 @@ def test_dead_worker_fails_ready_not_health(make_server, server_model):
     # later requests fail fast instead of hanging
     r = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": "a cat"}, timeout=10)
     assert r.status_code == 503
-    assert "sigserve_ready 0.0" in httpx.get(server.url + "/metrics").text
+    assert f'sigserve_ready{{model="{MODEL}"}} 0.0' in httpx.get(server.url + "/metrics").text
 
 
 def test_full_queue_is_429_with_retry_after(make_server, server_model):

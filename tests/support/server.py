@@ -38,9 +38,9 @@ class LiveServer:
         return self
 
     def _warmed_up(self) -> bool:
-        """The warm-up that /ready waits for is over (done or failed): tests start from a warm server."""
-        serving = getattr(self.app.state, "serving", None)
-        return serving is not None and (serving.warm or serving.warm_up_error is not None)
+        """The warm-ups that /ready waits for are over (done or failed): tests start from a warm server."""
+        models = getattr(self.app.state, "models", None)
+        return models is not None and all(s.serving.warm or s.serving.warm_up_error is not None for s in models)
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True

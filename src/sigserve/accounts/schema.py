@@ -25,13 +25,15 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.Float, nullable=True),
 )
 
-# One row per key and UTC day, incremented atomically (INSERT ... ON CONFLICT DO UPDATE).
+# One row per key, UTC day and model, incremented atomically (INSERT ... ON CONFLICT DO UPDATE).
 usage_daily = sa.Table(
     "sigserve_usage_daily",
     metadata,
     # No foreign key: the static key and anonymous callers are metered too.
     sa.Column("key_id", sa.String(64), primary_key=True),
     sa.Column("day", sa.String(10), primary_key=True),  # ISO date (UTC): sorts as text
+    # The served model's name (several models in one server); "" for usage recorded before (migration 0004)
+    sa.Column("model", sa.String(200), primary_key=True, default="", server_default=""),
     sa.Column("requests", sa.BigInteger, nullable=False, default=0),
     sa.Column("images", sa.BigInteger, nullable=False, default=0),
     sa.Column("patches", sa.BigInteger, nullable=False, default=0),

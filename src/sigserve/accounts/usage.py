@@ -1,7 +1,7 @@
-"""Usage metering per API key: requests, images, patches, text tokens and cost; image quotas.
+"""Usage metering per API key and model: requests, images, patches, text tokens and cost; image quotas.
 
-Recording: one row per (key id, UTC day), incremented by a single atomic upsert
-(``INSERT ... ON CONFLICT (key_id, day) DO UPDATE SET n = n + excluded.n``, PostgreSQL and
+Recording: one row per (key id, UTC day, model), incremented by a single atomic upsert
+(``INSERT ... ON CONFLICT (key_id, day, model) DO UPDATE SET n = n + excluded.n``, PostgreSQL and
 SQLite alike) committed before the response is sent. Why this and not an append-only log rolled
 up later: the row lock is held for one statement, so replicas writing the same key's row at once
 queue for microseconds and neither lose nor double-count an increment; the table stays small
@@ -16,8 +16,10 @@ gives them back when it fails (:meth:`UsageMeter.release`). So concurrent reques
 or many, never take the key past its quota. A replica killed mid-request leaves reservations that
 stop counting at their expiry (``reservation_ttl_s``).
 
-Cost is ``images * price_per_1k_images / 1000 + text_tokens * price_per_1m_tokens / 1e6``,
-computed at record time and stored, so changing the price later does not rewrite history.
+Cost is ``images * price_per_1k_images / 1000 + text_tokens * price_per_1m_tokens / 1e6`` at the
+prices of the model that served (a server serving several models prices each; `model` is its served
+name, "" for usage recorded before models were), computed at record time and stored, so changing the
+price later does not rewrite history. Quotas count the images of every model.
 
 Response shape (OpenRouter's key introspection plus our counters)::
 
@@ -26,8 +28,9 @@ Response shape (OpenRouter's key introspection plus our counters)::
               "limit", "limit_remaining", "limit_unit": "images", "is_admin",
               "rate_limit": {"requests_per_minute", "images_per_minute"},
               "requests", "images", "patches", "text_tokens",
+              "models": {"<model>": {"requests", "images", ..., "cost"}, ...},
               "daily": [{"date": "YYYY-MM-DD", "requests", "images", "patches",
-                         "text_tokens", "cost"}, ...]},
+                         "text_tokens", "cost", "models": {"<model>": {...}}}, ...]},
      "keys": [<same shape per key>, ...], "total": {...}}      # "keys"/"total": admin only
 
 ``usage*`` are costs (UTC day, Monday-based week, calendar month); ``limit`` and
@@ -103,25 +106,28 @@ class UsageMeter:
 
     # -- recording ------------------------------------------------------------------------
 
-    def cost(self, images: int = 0, text_tokens: int = 0) -> float:
-        return (images * self.price_per_1k_images / 1e3
-                + text_tokens * self.price_per_1m_tokens / 1e6)
+    def cost(self, images: int = 0, text_tokens: int = 0, prices: tuple[float, float] | None = None) -> float:
+        """At `prices` (per 1k images, per 1M tokens: the serving model's), default the meter's own."""
+        per_1k_images, per_1m_tokens = prices or (self.price_per_1k_images, self.price_per_1m_tokens)
+        return images * per_1k_images / 1e3 + text_tokens * per_1m_tokens / 1e6
 
-    def record(self, key_id: str, *, images: int = 0, patches: int = 0, text_tokens: int = 0,
-               requests: int = 1, searches: int = 0) -> float:
-        """Add one request's usage (committed before returning). Returns its cost."""
-        return self.settle(None, key_id, images=images, patches=patches, text_tokens=text_tokens, requests=requests,
-                           searches=searches)
+    def record(self, key_id: str, *, model: str = "", images: int = 0, patches: int = 0, text_tokens: int = 0,
+               requests: int = 1, searches: int = 0, prices: tuple[float, float] | None = None) -> float:
+        """Add one request's usage under the model that served it (committed before returning). Returns its cost."""
+        return self.settle(None, key_id, model=model, images=images, patches=patches, text_tokens=text_tokens,
+                           requests=requests, searches=searches, prices=prices)
 
-    def settle(self, reservation: Reservation | None, key_id: str, *, images: int = 0, patches: int = 0,
-               text_tokens: int = 0, requests: int = 1, searches: int = 0) -> float:
-        """Record a finished request and drop its reservation, in one transaction. Returns its cost."""
+    def settle(self, reservation: Reservation | None, key_id: str, *, model: str = "", images: int = 0,
+               patches: int = 0, text_tokens: int = 0, requests: int = 1, searches: int = 0,
+               prices: tuple[float, float] | None = None) -> float:
+        """Record a finished request under its model, at its model's prices, and drop its reservation, in one
+        transaction. Returns its cost."""
         values = {"requests": requests, "images": images, "patches": patches,
-                  "text_tokens": text_tokens, "cost": self.cost(images, text_tokens), "searches": searches}
+                  "text_tokens": text_tokens, "cost": self.cost(images, text_tokens, prices), "searches": searches}
         with self.store.database.guard(), self.db.begin() as conn:
             if reservation is not None:
                 conn.execute(quota_reservations.delete().where(quota_reservations.c.id == reservation.id))
-            conn.execute(self._upsert(key_id, self._today().isoformat(), values))
+            conn.execute(self._upsert(key_id, self._today().isoformat(), model, values))
         return values["cost"]
 
     def reserve(self, key_id: str, images: int, quota: int) -> Reservation | QuotaRefusal:
@@ -156,11 +162,11 @@ class UsageMeter:
         with self.store.database.guard(), self.db.begin() as conn:
             conn.execute(quota_reservations.delete().where(quota_reservations.c.id == reservation.id))
 
-    def _upsert(self, key_id: str, day: str, values: dict):
+    def _upsert(self, key_id: str, day: str, model: str, values: dict):
         dialect = postgresql if self.store.database.is_postgres else sqlite
-        insert = dialect.insert(usage_daily).values(key_id=key_id, day=day, **values)
+        insert = dialect.insert(usage_daily).values(key_id=key_id, day=day, model=model, **values)
         return insert.on_conflict_do_update(
-            index_elements=[usage_daily.c.key_id, usage_daily.c.day],
+            index_elements=[usage_daily.c.key_id, usage_daily.c.day, usage_daily.c.model],
             set_={name: usage_daily.c[name] + insert.excluded[name] for name in values})
 
     async def arecord(self, key_id: str, **counts) -> float:
@@ -177,8 +183,8 @@ class UsageMeter:
 
     def daily_rows(self, key_id: str | None = None, since: dt.date | None = None,
                    until: dt.date | None = None) -> list[dict]:
-        """One dict per key and UTC day (billing export), oldest first: {"date", "key_id", counters}."""
-        query = sa.select(usage_daily).order_by(usage_daily.c.day, usage_daily.c.key_id)
+        """One dict per key, UTC day and model (billing export), oldest first: {"date", "key_id", "model", counters}."""
+        query = sa.select(usage_daily).order_by(usage_daily.c.day, usage_daily.c.key_id, usage_daily.c.model)
         if key_id is not None:
             query = query.where(usage_daily.c.key_id == key_id)
         if since is not None:
@@ -186,7 +192,8 @@ class UsageMeter:
         if until is not None:
             query = query.where(usage_daily.c.day <= until.isoformat())
         with self.store.database.guard(), self.db.connect() as conn:
-            return [{"date": row.day, "key_id": row.key_id, **_row_dict(row)} for row in conn.execute(query)]
+            return [{"date": row.day, "key_id": row.key_id, "model": row.model, **_row_dict(row)}
+                    for row in conn.execute(query)]
 
     def usage_for(self, key_id: str, days: int = 30) -> dict:
         """{"key_id", "totals": {...}, "daily": [{"date", ...}] (last `days` days with use)}."""
@@ -219,7 +226,8 @@ class UsageMeter:
         return dt.datetime.fromtimestamp(self._now(), dt.UTC).date()
 
     def _collect(self, key_ids: list[str], days: int) -> dict[str, dict]:
-        out = {k: {"key_id": k, "totals": _zero(), "daily": [], "periods": {}} for k in key_ids}
+        out: dict[str, dict[str, Any]] = {k: {"key_id": k, "totals": _zero(), "models": {}, "daily": [], "periods": {}}
+                                          for k in key_ids}
         if not key_ids:
             return out
         sums = [sa.func.sum(usage_daily.c[name]).label(name) for name in COUNTERS]
@@ -233,6 +241,11 @@ class UsageMeter:
                                   .group_by(usage_daily.c.key_id))
             for row in totals:
                 out[row.key_id]["totals"] = _row_dict(row)
+            per_model = conn.execute(sa.select(usage_daily.c.key_id, usage_daily.c.model, *sums)
+                                     .where(usage_daily.c.key_id.in_(key_ids))
+                                     .group_by(usage_daily.c.key_id, usage_daily.c.model))
+            for row in per_model:
+                out[row.key_id]["models"][row.model] = _row_dict(row)
             recent = conn.execute(sa.select(usage_daily)
                                   .where(usage_daily.c.key_id.in_(key_ids),
                                          usage_daily.c.day >= since)
@@ -243,8 +256,7 @@ class UsageMeter:
             by_key.setdefault(row.key_id, []).append(row)
         for key_id, entry in out.items():
             rows = by_key.get(key_id, [])
-            entry["daily"] = [{"date": r.day, **_row_dict(r)} for r in rows
-                              if r.day >= first_listed]
+            entry["daily"] = _by_day([r for r in rows if r.day >= first_listed])
             entry["periods"] = {
                 name: sum(float(r.cost) for r in rows if r.day >= start.isoformat())
                 for name, start in starts.items()
@@ -270,8 +282,21 @@ class UsageMeter:
                            "images_per_minute": record.images_per_min},
             **{name: totals[name] for name in COUNTERS[:4]},
             "searches": totals["searches"],
+            "models": usage["models"],
             "daily": usage["daily"],
         }
+
+
+def _by_day(rows) -> list[dict]:
+    """One entry per day (rows come ordered by day): the day's totals over models, and each model's."""
+    days: dict[str, dict] = {}
+    for r in rows:
+        day = days.setdefault(r.day, {"date": r.day, **_zero(), "models": {}})
+        counts = _row_dict(r)
+        for name in COUNTERS:
+            day[name] += counts[name]
+        day["models"][r.model] = counts
+    return list(days.values())
 
 
 def _unknown(key_id: str) -> KeyRecord:

@@ -8,6 +8,7 @@ process (about 60 s for the full model on 2 cores, 380 MB on disk); later starts
 about 2 s (compiling needs a C++ compiler, g++). Same distance to the torch reference as onnx fp32
 (1-cos about 1e-7).
 
+A fixed-resolution model compiles the same way with one sequence length (its grid), dynamic in batch only.
 The text tower runs our torch model (memory-mapped weights), as the torch backend does.
 Measured in docs/benchmarks.md ("Exact fp32 on CPU: compilers"); not the default there.
 """
@@ -24,6 +25,7 @@ from sigserve.artifacts import ensure, run_in_child
 from sigserve.backends.base import PositionCache, encode_in_chunks
 from sigserve.defaults import MAX_PATCHES
 from sigserve.images import normalize
+from sigserve.model import position_grid
 from sigserve.paths import cache_dir
 from sigserve.weights import Checkpoint, build_model
 
@@ -52,11 +54,13 @@ def _child(path: str, source: str, model_id: str, dest: str) -> None:
     checkpoint = Checkpoint(Path(path), source, model_id)
     cfg = checkpoint.config.vision
     vision = build_model(checkpoint).vision_model
-    B, N = Dim("batch", min=1, max=1024), Dim("patches", min=2, max=MAX_PATCHES)
-    example = (torch.randn(2, 37, cfg.patch_dim), torch.randn(2, 37, cfg.hidden_size),
-               torch.tensor([[1] * 37, [1] * 32 + [0] * 5], dtype=torch.int32))
+    B = Dim("batch", min=1, max=1024)
+    # NaFlex: dynamic in patches too; a fixed resolution has one sequence length, its grid.
+    n, shape = (37, {0: B, 1: Dim("patches", min=2, max=MAX_PATCHES)}) if cfg.naflex else (cfg.num_patches, {0: B})
+    example = (torch.randn(2, n, cfg.patch_dim), torch.randn(2, n, cfg.hidden_size),
+               torch.tensor([[1] * n, [1] * (n - 1) + [0]], dtype=torch.int32))
     with torch.no_grad():
-        exported = torch.export.export(vision, example, dynamic_shapes=({0: B, 1: N},) * 3)
+        exported = torch.export.export(vision, example, dynamic_shapes=(shape,) * 3)
         torch._inductor.aoti_compile_and_package(exported, package_path=dest, inductor_configs={"freezing": True})
 
 
@@ -66,7 +70,9 @@ class AotiBackend:
     def __init__(self, checkpoint: Checkpoint, precision: str = "fp32", device: str = "cpu"):
         self.checkpoint, self.precision = checkpoint, precision
         self.model = build_model(checkpoint)  # memory-mapped: the text tower, the position table, the scalars
-        self._positions = PositionCache(self.model.vision_model.embeddings.position_embedding.weight)
+        self._positions = PositionCache(self.model.vision_model.embeddings.position_embedding.weight,
+                                        on_grid=position_grid(checkpoint.config.vision))
+        self.lut = checkpoint.image.lut()  # (3, 256): uint8 -> normalised, per channel
         self.logit_scale = float(self.model.logit_scale.float().item())
         self.logit_bias = float(self.model.logit_bias.float().item())
         import torch._inductor
@@ -79,7 +85,7 @@ class AotiBackend:
         def run(pixels, mask, shapes, n):
             m = max(n, 2)  # the compiled graph takes 2+ patches: a 1-patch batch gets one masked row
             pv = np.zeros((len(mask), m, pixels.shape[2]), np.float32)
-            pv[:, :n] = normalize(pixels)
+            pv[:, :n] = normalize(pixels, self.lut)
             mk = np.zeros((len(mask), m), np.int32)
             mk[:, :n] = mask
             with self._lock:

@@ -2,8 +2,9 @@
 
 Backends see only tensors: preprocessing, tokenization and scoring live above them, so every backend
 is compared on exactly the same inputs. One step of preprocessing is theirs: pixel values arrive as
-the resized uint8 values (images.pack), and each backend normalises them with images.LUT where the
-batch enters it (images.normalize on the host, or a gather on the device), bit-exactly.
+the resized uint8 values (images.pack), and each backend normalises them with its checkpoint's LUT
+(checkpoint.image.lut()) where the batch enters it (images.normalize on the host, or a gather on the
+device), bit-exactly.
 Every backend runs the forwards of model.py (called, exported or compiled), never a copy of them.
 """
 
@@ -16,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from sigserve.model import resize_position_grid
+from sigserve.model import PositionGrid, resize_position_grid
 
 
 class Backend(Protocol):
@@ -40,15 +41,17 @@ class Backend(Protocol):
 
 
 class PositionCache:
-    """The learned position table resized to each (rows, cols) grid, computed once per grid: every
-    backend adds these to the patch embeddings, and a server sees few distinct grids."""
+    """The learned position table on each (rows, cols) grid (model.position_grid: resized for NaFlex,
+    as is for a fixed resolution), computed once per grid: every backend adds these to the patch
+    embeddings, and a server sees few distinct grids."""
 
-    def __init__(self, table: torch.Tensor, max_grids: int = 512):
+    def __init__(self, table: torch.Tensor, max_grids: int = 512, on_grid: PositionGrid = resize_position_grid):
         self.table = table.detach()
+        self.on_grid = on_grid
         self.grid = functools.lru_cache(maxsize=max_grids)(self._resize)  # (rows*cols, D)
 
     def _resize(self, rows: int, cols: int) -> torch.Tensor:
-        return resize_position_grid(self.table, rows, cols)
+        return self.on_grid(self.table, rows, cols)
 
     def batch(self, spatial_shapes: np.ndarray, N: int) -> torch.Tensor:
         """(B, N, D) per-image position embeddings, zero on padding rows (they are masked anyway)."""

@@ -3,11 +3,12 @@
 What lives outside the graphs, on purpose:
 - the vision position embeddings: the learned 16x16 table resized to each image's (rows, cols) grid is
   computed here (base.PositionCache, once per grid) and fed as an input, so one graph with
-  dynamic batch and sequence length serves every aspect ratio;
+  dynamic batch and sequence length serves every aspect ratio (a fixed-resolution model gets its
+  table as is, through the same input: one graph shape for both architectures);
 - the text token embedding (256000 x 768, 786 MB): looked up in the memory-mapped checkpoint, so the
   few rows used are all that is ever read, and the text graph stays at the encoder's 340 MB.
-Pixels arrive as uint8 (images.pack) and are normalised on the host through images.LUT, chunk by
-chunk, before ORT sees them (the graph takes float32, exactly as before).
+Pixels arrive as uint8 (images.pack) and are normalised on the host through the checkpoint's LUT,
+chunk by chunk, before ORT sees them (the graph takes float32, exactly as before).
 The padding mask is an explicit input turned into an additive bias inside the graph (ORT's attention
 fusion is deliberately not applied: it drops an unwired mask, see docs/benchmarks.md).
 
@@ -30,6 +31,7 @@ from sigserve.artifacts import ensure, run_in_child
 from sigserve.backends.base import PositionCache, encode_in_chunks
 from sigserve.images import normalize
 from sigserve.memory import release_freed_heap
+from sigserve.model import position_grid
 from sigserve.paths import cache_dir
 from sigserve.weights import Checkpoint, build_model, mapped_tensors
 
@@ -100,12 +102,12 @@ def _export_here(checkpoint: Checkpoint, tower: str, dest: Path) -> None:
     graph: nn.Module
     if tower == "vision":
         cfg = checkpoint.config.vision
-        B, N, D = 2, 7, cfg.hidden_size
+        B, N, D = 2, (7 if cfg.naflex else cfg.num_patches), cfg.hidden_size  # fixed: its one grid
         graph = model.vision_model  # its forward, exactly as the torch backend calls it
         args: tuple = (torch.randn(B, N, cfg.patch_dim), torch.randn(B, N, D), torch.ones(B, N, dtype=torch.int32))
         names, outputs = ["pixel_values", "positions", "attention_mask"], ["pooled", "hidden"]
-        axes = {"pixel_values": {0: "batch", 1: "patches"}, "attention_mask": {0: "batch", 1: "patches"},
-                "positions": {0: "batch", 1: "patches"}, "pooled": {0: "batch"}, "hidden": {0: "batch", 1: "patches"}}
+        seq = {0: "batch", 1: "patches"} if cfg.naflex else {0: "batch"}  # fixed resolution: one sequence length
+        axes = {"pixel_values": seq, "attention_mask": seq, "positions": seq, "pooled": {0: "batch"}, "hidden": seq}
     else:
         graph = TextPool(model.text_model)
         args = (torch.randn(2, checkpoint.config.text.max_position_embeddings, checkpoint.config.text.hidden_size),)
@@ -152,7 +154,9 @@ class OnnxBackend:
         self.checkpoint, self.precision = checkpoint, precision
         self.threads = threads or torch.get_num_threads()
         tensors = mapped_tensors(checkpoint)
-        self._positions = PositionCache(tensors["vision_model.embeddings.position_embedding.weight"].float())
+        self._positions = PositionCache(tensors["vision_model.embeddings.position_embedding.weight"].float(),
+                                        on_grid=position_grid(checkpoint.config.vision))
+        self.lut = checkpoint.image.lut()  # (3, 256): uint8 -> normalised, per channel
         self._tokens = tensors["text_model.embeddings.token_embedding.weight"].numpy()  # mmap'd, rows read on use
         self._text_pos = tensors["text_model.embeddings.position_embedding.weight"].numpy()
         self.logit_scale = float(tensors["logit_scale"].float().item())
@@ -176,8 +180,8 @@ class OnnxBackend:
         outputs = ["pooled", "hidden"] if with_features else ["pooled"]
 
         def run(pixels, mask, shapes, n):
-            # uint8 -> float32 through images.LUT here, per chunk (only its own rows are ever float32).
-            feeds = {"pixel_values": normalize(pixels), "attention_mask": mask,
+            # uint8 -> float32 through the checkpoint's LUT here, per chunk (only its own rows are ever float32).
+            feeds = {"pixel_values": normalize(pixels, self.lut), "attention_mask": mask,
                      "positions": self._positions.batch(shapes, n).numpy()}
             result = self._vision.run(outputs, feeds)
             return result[0], (result[1] if with_features else None)

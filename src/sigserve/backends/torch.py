@@ -4,10 +4,11 @@ Two serving-only savings that leave the arithmetic unchanged: resized position e
 per (rows, cols) grid (on the model's device, in its dtype), and a batch without padding runs
 attention with no mask at all (SDPA then picks its fastest kernel: flash attention on CUDA).
 
-Pixels arrive as uint8 (images.pack) and are normalised here through images.LUT: on the host for the
-CPU, and on CUDA by a gather from a device-resident copy of LUT (in the model's dtype) after the uint8
-batch crossed PCIe: 4x fewer bytes than float32. The values are bit-identical to normalising on the
-host. Floating-point input is taken as already normalised."""
+Pixels arrive as uint8 (images.pack) and are normalised here through the checkpoint's LUT
+(checkpoint.image.lut(), per channel): on the host for the CPU, and on CUDA by a gather from a
+device-resident copy of it (in the model's dtype) after the uint8 batch crossed PCIe: 4x fewer bytes
+than float32. The values are bit-identical to normalising on the host. Floating-point input is taken
+as already normalised."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 
 from sigserve.backends.base import PositionCache
-from sigserve.images import LUT, normalize
+from sigserve.images import normalize
+from sigserve.model import position_grid
 from sigserve.weights import Checkpoint, build_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -29,10 +31,13 @@ class TorchBackend:
         self.device = torch.device(device)
         self.dtype = DTYPES[precision]
         self.model = build_model(checkpoint, self.dtype).to(self.device)
-        self._positions = PositionCache(self.model.vision_model.embeddings.position_embedding.weight)
+        self._positions = PositionCache(self.model.vision_model.embeddings.position_embedding.weight,
+                                        on_grid=position_grid(checkpoint.config.vision))
         self.logit_scale = float(self.model.logit_scale.float().item())
         self.logit_bias = float(self.model.logit_bias.float().item())
-        self._lut = torch.from_numpy(LUT.copy()).to(self.device, self.dtype)  # exact LUT, then cast: as cast after
+        self.lut = checkpoint.image.lut()  # (3, 256): uint8 -> normalised, per channel
+        # Flattened for the device gather: channel c's value v sits at c * 256 + v. Exact LUT, then cast.
+        self._lut = torch.from_numpy(self.lut.reshape(-1).copy()).to(self.device, self.dtype)
 
     def _batch_positions(self, spatial_shapes: np.ndarray, N: int) -> torch.Tensor:
         shapes = np.asarray(spatial_shapes).tolist()
@@ -50,12 +55,14 @@ class TorchBackend:
             return pixel_values.to(self.device, self.dtype, non_blocking=True)
         pixel_values = np.asarray(pixel_values)
         if self.device.type != "cuda" or pixel_values.dtype != np.uint8:
-            return torch.from_numpy(normalize(pixel_values)).to(self.device, self.dtype)
+            return torch.from_numpy(normalize(pixel_values, self.lut)).to(self.device, self.dtype)
         return self._gather(torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device))
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 on the device -> LUT values in the model's dtype (int32 indices: index_select takes them as is)."""
-        return self._lut.index_select(0, x.reshape(-1).int()).view(x.shape)
+        """(..., P) uint8 on the device, channels-last -> LUT values in the model's dtype (int32 indices:
+        index_select takes them as is)."""
+        channel = (torch.arange(x.shape[-1], device=x.device, dtype=torch.int32) % 3) * 256  # (P,)
+        return self._lut.index_select(0, (x.int() + channel).reshape(-1)).view(x.shape)
 
     @torch.inference_mode()
     def encode_images(self, pixel_values, attention_mask, spatial_shapes, with_features=False):

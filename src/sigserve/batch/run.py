@@ -27,7 +27,7 @@ from sigserve.batch.schema import BUSY_S, ERROR, PEAK_RSS, STATS_COLUMNS, WORKER
 from sigserve.batch.sink import DEFAULT_PART_ROWS, open_sink
 from sigserve.batch.sources import open_source
 from sigserve.batch.worker import Embedder
-from sigserve.defaults import DEFAULT_IMAGE_BATCH, DEFAULT_MAX_NUM_PATCHES, DEFAULT_MODEL
+from sigserve.defaults import DEFAULT_IMAGE_BATCH, DEFAULT_MODEL
 from sigserve.errors import BatchError, InvalidArgumentError
 from sigserve.images import check_max_num_patches
 from sigserve.pipeline import BUCKET_BATCHES, MAX_WINDOW
@@ -75,17 +75,19 @@ def require_ray():
 
 
 def embed(src: str, dest: str, *, model: str = DEFAULT_MODEL, dummy: bool = False, backend: str | None = None,
-          precision: str = "fp32", max_num_patches: int = DEFAULT_MAX_NUM_PATCHES, batch_size: int = DEFAULT_IMAGE_BATCH,
+          precision: str = "fp32", max_num_patches: int | None = None, batch_size: int = DEFAULT_IMAGE_BATCH,
           workers: int | None = None,
           threads: int | None = None, ray_address: str | None = None, resume: bool = False,
           part_rows: int = DEFAULT_PART_ROWS, path_column: str | None = None, id_column: str | None = None,
           max_image_bytes: int = DEFAULT_MAX_BYTES, progress: bool = True) -> Summary:
     """Embed every image of `src` into `dest` on Ray (a local instance unless `ray_address` is given,
     or the one this process is already connected to). Returns the Summary; bad images are error rows.
-    `resume=True` continues an interrupted job in `dest`, skipping the inputs it already holds."""
+    `resume=True` continues an interrupted job in `dest`, skipping the inputs it already holds.
+    `max_num_patches`: NaFlex only (None: the model's default); a fixed-resolution model's workers refuse one."""
     start = time.perf_counter()
     ray = require_ray()
-    check_max_num_patches(max_num_patches)
+    if max_num_patches is not None:
+        check_max_num_patches(max_num_patches)
     for name, value in (("batch_size", batch_size), ("workers", workers), ("threads", threads), ("part_rows", part_rows)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}", name)

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from sigserve.batch.read import read_files, read_shards
 from sigserve.batch.schema import BUSY_S, DATA, EMBEDDING, ERROR, MAX_NUM_PATCHES, PEAK_RSS, WORKER, error_text
+from sigserve.images import resolve_max_num_patches
 from sigserve.scoring import l2_normalize
 
 
@@ -26,7 +27,7 @@ class Embedder:
     """Ray Data calls one instance per actor: __init__ once, then __call__ per batch of rows."""
 
     def __init__(self, model: str, *, dummy: bool, backend: str | None, precision: str, threads: int,
-                 max_num_patches: int, batch_size: int, kind: str, window: int, max_bytes: int):
+                 max_num_patches: int | None, batch_size: int, kind: str, window: int, max_bytes: int):
         import ray
         import torch
 
@@ -36,7 +37,8 @@ class Embedder:
         # Actors starting together on one node build its cached files (ONNX export, dummy weights) once:
         # sigserve.artifacts locks each build.
         self.pipe = sigserve.load(model, dummy=dummy, backend=backend, precision=precision)
-        self.max_num_patches = max_num_patches
+        # NaFlex: the length asked for, or the model's default; a fixed resolution: None (one asked for: an error)
+        self.max_num_patches = resolve_max_num_patches(self.pipe.image_config, max_num_patches)
         self.batch_size = batch_size
         self.kind, self.window, self.max_bytes = kind, window, max_bytes
         self.decoder = ThreadPoolExecutor(threads, thread_name_prefix="sigserve-batch-decode")
@@ -89,7 +91,7 @@ class Embedder:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
         columns = {
             EMBEDDING: embedding,
-            MAX_NUM_PATCHES: pa.array(np.full(n, self.max_num_patches, np.int32)),
+            MAX_NUM_PATCHES: pa.array([self.max_num_patches] * n, pa.int32()),  # null: a fixed resolution
             ERROR: pa.array(errors, pa.string()),
             WORKER: pa.array([self.name] * n, pa.string()),
             BUSY_S: pa.array(np.full(n, busy / max(n, 1))),

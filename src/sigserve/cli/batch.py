@@ -33,7 +33,7 @@ def batch(
                    "path or URL column, or WebDataset tar shards ('shards/{0000..0099}.tar'); local or s3:// gs://."),
     dest: str = Opt(..., "--output", "-o", help="Folder (local or object store) for the Parquet parts and _manifest.json."),
     model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
-    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: Optional[int] = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
     ray_address: Optional[str] = Opt(None, "--ray-address", envvar="RAY_ADDRESS",
                                      help="A Ray cluster (host:port or ray://...). Default: a local Ray instance."),
     workers: Optional[int] = Opt(None, "--workers", help="Model actors (default: one per node's CPUs)."),

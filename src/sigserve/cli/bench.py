@@ -15,12 +15,12 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import typer
 
-from sigserve.defaults import DEFAULT_MODEL
+from sigserve.defaults import DEFAULT_MAX_NUM_PATCHES, DEFAULT_MODEL
 from sigserve.scoring import max_cosine_distance
 
 DEFAULT_CONFIGS = "torch:fp32,onnx:fp32,onnx:int8"
@@ -108,15 +108,18 @@ def rss_of(code: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: int = 256, rounds: int = 3,
+def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: int | None = None, rounds: int = 3,
               text_batch: int = 64, rss: bool = True, price: float = PRICE_PER_HOUR, echo=print,
               extra: dict | None = None) -> dict:
     """The whole comparison; returns the numbers as a dict and echoes a readable table as it goes.
     `extra`: name -> (runner, rss function or None), compared too and, when given, the baseline."""
     import torch
 
+    vision = checkpoint.config.vision
+    patches = (patches or DEFAULT_MAX_NUM_PATCHES) if vision.naflex else vision.num_patches  # fixed: its own grid
+    gflop = vision_gflop(patches, vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers, vision.patch_dim)
     report: dict[str, Any] = {"checkpoint": str(checkpoint.path), "threads": torch.get_num_threads(), "patches": patches,
-              "gflop_per_image": round(vision_gflop(patches), 2), "price_per_hour": price, "vision": [], "text": {}}
+              "gflop_per_image": round(gflop, 2), "price_per_hour": price, "vision": [], "text": {}}
     report["load_average_before"] = os.getloadavg()
     echo(f"{report['threads']} threads; load average {report['load_average_before'][0]:.2f} "
          "(a shared machine: compare within this run only)")
@@ -127,7 +130,7 @@ def run_bench(checkpoint, configs: list[str], batch_sizes: list[int], patches: i
     ref_name = "torch:fp32" if "torch:fp32" in runners else base
     report["baseline"] = base
     for B in batch_sizes:
-        args = square_batch(B, patches)
+        args = square_batch(B, patches, vision.patch_dim)
         outs = {k: r.encode_images(*args)[0] for k, r in runners.items()}
         times = interleaved(runners, "encode_images", args, rounds, probe)
         for k, ts in times.items():
@@ -179,7 +182,9 @@ def bench(
     configs: str = typer.Option(DEFAULT_CONFIGS, "--configs", help="Comma list of backend:precision (torch:fp32, "
                                 "onnx:fp32, onnx:int8, aoti:fp32); the first is the baseline of the ratios."),
     batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Comma list of vision batch sizes."),
-    max_num_patches: int = typer.Option(256, "--max-num-patches", help="Patches per image (a square grid)."),
+    max_num_patches: Optional[int] = typer.Option(None, "--max-num-patches", help="Patches per image (a square grid; "
+                                                  f"default {DEFAULT_MAX_NUM_PATCHES}; a fixed-resolution model runs at "
+                                                  "its own)."),
     rounds: int = typer.Option(3, "--rounds", help="Interleaved timing rounds per configuration."),
     text_batch: int = typer.Option(64, "--text-batch", help="Text batch size (0 skips the text tower)."),
     rss: bool = typer.Option(True, "--rss/--no-rss", help="Measure peak RSS in fresh subprocesses."),

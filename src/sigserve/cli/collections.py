@@ -10,6 +10,7 @@ import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import typer
 from tqdm.auto import tqdm
@@ -25,6 +26,7 @@ from sigserve.cli.common import (
     Precision,
     PrecisionOpt,
     fail,
+    length_or_exit,
     load_or_exit,
 )
 from sigserve.errors import InputError, InvalidArgumentError, SigserveError
@@ -56,7 +58,7 @@ def index(
     prune: bool = typer.Option(False, "--prune", help="Remove entries under PATHS whose files are gone."),
     uri: str = UriOpt,
     model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
-    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: Optional[int] = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
 ):
     """Add images to a collection (created when absent). Re-runs embed only new or changed files."""
     from sigserve import collections
@@ -66,6 +68,7 @@ def index(
     if unmatched := len(set(extra) - set(map(str, files))):
         typer.secho(f"note: {unmatched} metadata row(s) name no file being indexed", fg=typer.colors.YELLOW, err=True)
     pipe = load_or_exit(model, load_format, backend, precision)
+    max_num_patches = length_or_exit(pipe, max_num_patches)
     try:
         col = collections.open(pipe, collection, uri)
         col.check_model()
@@ -131,9 +134,10 @@ def _csv_value(text: str):
 class Indexer:
     """Plans (hash every file, compare with what is stored) and then embeds what changed."""
 
-    def __init__(self, col, pipe, max_num_patches: int, batch_size: int):
+    def __init__(self, col, pipe, max_num_patches: int | None, batch_size: int):
         self.col, self.pipe = col, pipe
-        self.max_num_patches, self.batch_size = max_num_patches, batch_size
+        # resolved (the model's default for None; fixed resolution: None), as the stored rows hold it
+        self.max_num_patches, self.batch_size = col.sequence_length(max_num_patches), batch_size
         self.bad = 0  # files that could not be decoded
 
     def run(self, files: list[Path], extra: dict[str, dict]) -> dict:
@@ -239,7 +243,7 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     uri: str = UriOpt,
     model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
-    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: Optional[int] = MaxPatchesOpt,
 ):
     """Search a collection by text, by image, or both. Probabilities are SigLIP's calibrated sigmoid."""
     from sigserve import collections
@@ -251,6 +255,7 @@ def search(
     except json.JSONDecodeError as exc:
         fail(f"--filter is not valid JSON: {exc}")
     pipe = load_or_exit(model, load_format, backend, precision)
+    max_num_patches = length_or_exit(pipe, max_num_patches)
     try:
         col = collections.open(pipe, collection, uri, create=False)
         hits = col.search(text, image, top_k=top_k, filter=flt, threshold=threshold, text_weight=text_weight,

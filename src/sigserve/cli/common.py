@@ -26,9 +26,10 @@ LoadFormatOpt = typer.Option("auto", "--load-format",
 BackendOpt = typer.Option("auto", "--backend",
                           help="auto: the measured fastest exact backend (onnx on CPU when onnxruntime is installed).")
 PrecisionOpt = typer.Option("fp32", "--precision", help="fp32 (exact), or int8 / bf16 / fp16 where the backend offers it.")
-MaxPatchesOpt = typer.Option(DEFAULT_MAX_NUM_PATCHES, "--max-num-patches", min=MIN_PATCHES, max=MAX_PATCHES,
-                             help=f"NaFlex sequence length per image ({MIN_PATCHES}-{MAX_PATCHES}; "
-                                  f"trained up to {TRAINED_MAX_PATCHES}).")
+MaxPatchesOpt = typer.Option(None, "--max-num-patches", min=MIN_PATCHES, max=MAX_PATCHES,
+                             help=f"NaFlex sequence length per image ({MIN_PATCHES}-{MAX_PATCHES}; trained up to "
+                                  f"{TRAINED_MAX_PATCHES}; default: the model's, {DEFAULT_MAX_NUM_PATCHES}). "
+                                  "Fixed-resolution models take none.")
 BatchSizeOpt = typer.Option(DEFAULT_IMAGE_BATCH, "--batch-size", min=1, help="Images per forward pass.")
 
 
@@ -36,6 +37,18 @@ def fail(message: object) -> NoReturn:
     """Every CLI error: one line on stderr, exit code 2."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def length_or_exit(pipe, max_num_patches: int | None) -> int | None:
+    """The sequence length images run at (NaFlex: the option or the model's default; a fixed resolution:
+    None); a length given to a fixed-resolution model is one line and exit code 2, before any work."""
+    from sigserve.errors import InvalidArgumentError
+    from sigserve.images import resolve_max_num_patches
+
+    try:
+        return resolve_max_num_patches(pipe.image_config, max_num_patches)
+    except InvalidArgumentError as exc:
+        fail(f"--max-num-patches: {exc}")
 
 
 def load_or_exit(model: str, load_format: str = "auto", backend: str = "auto", precision: str = "fp32", **options):

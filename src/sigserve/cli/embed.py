@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import typer
@@ -20,6 +21,7 @@ from sigserve.cli.common import (
     Precision,
     PrecisionOpt,
     fail,
+    length_or_exit,
     load_or_exit,
 )
 from sigserve.defaults import DEFAULT_IMAGE_BATCH
@@ -58,7 +60,7 @@ def embed(
     normalize: bool = typer.Option(True, "--normalize/--raw", help="L2-normalised (default) or raw pooled outputs."),
     exif: bool = typer.Option(True, "--exif/--no-exif", help="Apply EXIF orientation."),
     model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
-    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: Optional[int] = MaxPatchesOpt, batch_size: int = BatchSizeOpt,
 ):
     """Embed images and texts to JSONL, .npy or Parquet. Unreadable files are reported and skipped;
     the exit code is 1 when nothing could be embedded."""
@@ -68,7 +70,7 @@ def embed(
     if not images and not texts:
         fail("nothing to embed: give image paths or folders, --text or --texts-file")
     pipe = load_or_exit(model, load_format, backend, precision, exif_transpose=exif)
-    rows, vectors, skipped = _embed_images(pipe, images, max_num_patches, batch_size)
+    rows, vectors, skipped = _embed_images(pipe, images, length_or_exit(pipe, max_num_patches), batch_size)
     if not rows and not texts:
         typer.secho(f"error: none of the {len(images)} image(s) could be read; nothing written", fg="red", err=True)
         raise typer.Exit(1)
@@ -108,7 +110,7 @@ def _read_texts(path: Path | None) -> list[str]:
         fail(f"cannot read --texts-file {path}: {exc}")
 
 
-def _embed_images(pipe, images: list[Path], max_num_patches: int, batch_size: int):
+def _embed_images(pipe, images: list[Path], max_num_patches: int | None, batch_size: int):
     rows: list[dict] = []
     vectors: list[np.ndarray] = []
     skipped = 0
@@ -159,7 +161,7 @@ def classify(
     top_k: int = typer.Option(5, "--top-k", min=1, help="Labels shown per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
-    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: Optional[int] = MaxPatchesOpt,
 ):
     """Zero-shot classification. Scores are SigLIP's independent sigmoid probabilities: each says how
     likely the image matches that label on its own, so they do not sum to 1. Unreadable images are
@@ -175,7 +177,8 @@ def classify(
         fail(str(exc).replace("templates[", "--template ["))
     paths = find_images(images)
     pipe = load_or_exit(model, load_format, backend, precision)
-    rows, vectors, _ = _embed_images(pipe, paths, max_num_patches, DEFAULT_IMAGE_BATCH)  # bad files: reported
+    length = length_or_exit(pipe, max_num_patches)
+    rows, vectors, _ = _embed_images(pipe, paths, length, DEFAULT_IMAGE_BATCH)  # bad files: reported
     probs = pipe.probabilities(l2_normalize(np.concatenate(vectors)), pipe.label_embeddings(names, templates)) \
         if vectors else np.zeros((0, len(names)))
     results = [(Path(row["path"]), [(names[j], float(p[j])) for j in np.argsort(-p, kind="stable")[:top_k]])

@@ -27,9 +27,9 @@ eval_app = typer.Typer(name="eval", help=HELP, no_args_is_help=True)
 
 OUTPUT = typer.Option(..., "--output", "-o",
                       help="clip_benchmark JSON (a list of records for a sweep / several languages).")
-PATCHES = typer.Option("256", "--max-num-patches",
-                       help="Sequence length, or a comma list for a sweep (e.g. 64,144,256,576,784,1024); "
-                            "'paper' = all of Table 7's.")
+PATCHES = typer.Option(None, "--max-num-patches",
+                       help="NaFlex sequence length, or a comma list for a sweep (e.g. 64,144,256,576,784,1024); "
+                            "'paper' = all of Table 7's. Default: the model's own (256); fixed-resolution models take none.")
 BATCH = typer.Option(32, "--batch-size", min=1, help="Items per model call (and per cache commit).")
 CACHE_DIR = typer.Option(None, "--cache-dir",
                          help="Embedding cache folder (default $SIGSERVE_CACHE/eval or ~/.cache/sigserve/eval).")
@@ -50,9 +50,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")
 
 
-def parse_lengths(spec: str) -> list[int]:
+def parse_lengths(spec: str | None) -> list[int | None]:
+    """The lengths to evaluate at; [None] when none is given (the model's default, see _lengths)."""
     from sigserve.eval.paper import LENGTHS
 
+    if spec is None:
+        return [None]
     if spec.strip().lower() == "paper":
         return list(LENGTHS)
     try:
@@ -64,6 +67,11 @@ def parse_lengths(spec: str) -> list[int]:
         raise typer.BadParameter(f"each length must be between {MIN_PATCHES} and {MAX_PATCHES}",
                                  param_hint="--max-num-patches")
     return list(dict.fromkeys(values))
+
+
+def _lengths(source, lengths: list[int | None]) -> list[int | None]:
+    """None (nothing given) becomes the model's default length: 256 for NaFlex, None for a fixed resolution."""
+    return [source.default_length()] if lengths == [None] else lengths
 
 
 def _source(model: str, server: str | None, api_key: str | None, load_format: str, backend: str, precision: str):
@@ -139,6 +147,7 @@ def zeroshot(
         ds = load_classification(data, classnames, images, canonical=not raw_templates)
         prompts = load_templates(templates, canonical=not raw_templates)
         source = _source(model, server, api_key, load_format, backend, precision)
+        lengths = _lengths(source, lengths)
         out = _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress, strict, lengths)
         result = evaluate_zeroshot(source, ds, prompts, lengths, out, dataset or _zeroshot_name(ds, classnames))
     except (SigserveError, OSError) as exc:
@@ -167,6 +176,7 @@ def retrieval(
     try:
         ds = load_retrieval(data, images, split, dataset)
         source = _source(model, server, api_key, load_format, backend, precision)
+        lengths = _lengths(source, lengths)
         out = _outputs(output, summary, plot, cache_dir, no_cache, batch_size, progress, strict, lengths)
         result = evaluate_retrieval(source, ds, lengths, out)
     except (SigserveError, OSError) as exc:

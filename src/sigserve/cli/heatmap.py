@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import typer
@@ -24,6 +24,7 @@ from sigserve.cli.common import (
     Precision,
     PrecisionOpt,
     fail,
+    length_or_exit,
     load_or_exit,
 )
 from sigserve.errors import SigserveError
@@ -46,12 +47,13 @@ def heatmap(
                                                              "probability; absolute: they span 0 to 1."),
     as_json: bool = typer.Option(False, "--json", help="Also print the probabilities as JSON."),
     model: str = ModelOpt, load_format: LoadFormat = LoadFormatOpt, backend: BackendChoice = BackendOpt,
-    precision: Precision = PrecisionOpt, max_num_patches: int = MaxPatchesOpt,
+    precision: Precision = PrecisionOpt, max_num_patches: Optional[int] = MaxPatchesOpt,
 ):
     """Draw where TEXTS match IMAGE: per NaFlex patch, the probability that the text matches that region."""
     from sigserve.images import open_image
 
     pipe = load_or_exit(model, load_format, backend, precision)
+    max_num_patches = length_or_exit(pipe, max_num_patches)
     try:
         # Decoded once, as the model decodes it (EXIF orientation, RGB): the grid lies on these pixels.
         picture = open_image(image, max_pixels=pipe.max_image_pixels, exif_transpose=pipe.exif_transpose)

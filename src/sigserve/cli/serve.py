@@ -1,4 +1,5 @@
-"""`sigserve serve`: load the model, then run the OpenAI-compatible HTTP server (uvicorn).
+"""`sigserve serve`: load the models (each measured against --memory-budget-mb), then run the
+OpenAI-compatible HTTP server (uvicorn).
 
 Its flags are generated from the server's Settings (one per field, same name, help and bounds), so
 they cannot drift from it. Only the flags given on the command line are passed on: SIGSERVE_*
@@ -21,27 +22,35 @@ SHORT = {"model": "-m"}
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve", help="Serve the model over HTTP (OpenAI-compatible embeddings, classify, rerank).")(serve)
+    app.command("serve", help="Serve models over HTTP (OpenAI-compatible embeddings, classify, rerank); "
+                              "repeat --model to serve several.")(serve)
 
 
 def serve(**given: Any) -> None:
-    """Load the model first (a bad path fails here, before a port is bound), then serve."""
+    """Load every model first (a bad path or a blown memory budget fails here, before a port is bound), then serve."""
     import uvicorn
     from pydantic import ValidationError
 
     from sigserve.errors import SigserveError
-    from sigserve.server.app import create_app, load_pipeline, server_options
+    from sigserve.server.app import create_app, server_options
+    from sigserve.server.models import load_models
 
     try:
-        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+        settings = Settings(**{k: v for k, v in given.items() if v not in (None, [])})
+        specs = settings.model_specs()
     except ValidationError as exc:
         problems = "; ".join(f"{flag(str(e['loc'][0])) if e['loc'] else 'settings'}: {e['msg']}" for e in exc.errors())
         typer.echo(f"error: {problems}", err=True)
         raise typer.Exit(2) from None
+    except ValueError as exc:  # the models to serve do not add up (a duplicate name, a bad models file)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     sock = _bind(settings.host, settings.port)  # before the minutes of loading: a taken port fails at once
-    typer.echo(f"loading {settings.model} ({'dummy weights' if settings.dummy else settings.load_format}) ...", err=True)
+    for spec in specs:
+        typer.echo(f"loading {spec.model} as {spec.served_name} "
+                   f"({'dummy weights' if spec.dummy else spec.load_format}) ...", err=True)
     try:
-        loaded = load_pipeline(settings)
+        loaded = load_models(settings, say=lambda line: typer.echo(line, err=True))
     except SigserveError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -74,9 +83,14 @@ def _parameter(name: str, field: FieldInfo) -> inspect.Parameter:
 
 
 def _cli_type(annotation: Any) -> Any:
-    """The flag's type: the field's own (a Literal gives the choices), a secret read as a string."""
+    """The flag's type: the field's own (a Literal gives the choices, a list a repeatable flag), a secret
+    read as a string."""
     if typing.get_origin(annotation) is Literal:
         return annotation
+    if typing.get_origin(annotation) is Annotated:
+        return _cli_type(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is list:
+        return list[str]
     base = ([a for a in typing.get_args(annotation) if a is not type(None)] or [annotation])[0]
     return base if base in (str, int, float, bool, Path) else str
 

@@ -20,6 +20,7 @@ from sigserve.collections.errors import ModelMismatchError
 from sigserve.collections.filters import compile_filter
 from sigserve.collections.store import CollectionMeta, Store
 from sigserve.errors import ImageDecodeError, InvalidArgumentError
+from sigserve.images import resolve_max_num_patches
 from sigserve.scoring import l2_normalize
 
 ROW_COLUMNS = ["id", "source", "content_hash", "max_num_patches", "created", "metadata"]
@@ -104,15 +105,23 @@ class Collection:
             raise ModelMismatchError(self.name, f"{stored[0]} (weights {stored[1]})",
                                      f"{current[0]} (weights {current[1]})")
 
+    def sequence_length(self, max_num_patches: int | None) -> int | None:
+        """What an image is embedded at (and stored as): NaFlex, the given length or the model's default;
+        a fixed-resolution model, None (and a length given to it is refused)."""
+        rules = getattr(self.model, "image_config", None)
+        return max_num_patches if rules is None else resolve_max_num_patches(rules, max_num_patches)
+
     # -- writing ---------------------------------------------------------------------------------
 
     def add(self, images: Iterable, ids: Sequence[str] | None = None, metadata: Sequence[dict | None] | None = None,
-            max_num_patches: int = 256, batch_size: int = 8, progress: bool = False,
+            max_num_patches: int | None = None, batch_size: int = 8, progress: bool = False,
             auto_index: bool = True) -> AddResult:
         """Embed and upsert images (paths, bytes, PIL images, arrays). Ids default to the content
         hash, so the same image added twice is stored once. All or nothing: a bad image raises its
-        InputError (naming its index) before anything is written."""
+        InputError (naming its index) before anything is written. max_num_patches: NaFlex only (None:
+        the model's default)."""
         self.check_model()
+        max_num_patches = self.sequence_length(max_num_patches)
         images = list(images)
         hashes = [content_hash(item, i) for i, item in enumerate(images)]
         raw = self.model.embed_images(images, max_num_patches, normalize=False, batch_size=batch_size,
@@ -124,7 +133,7 @@ class Collection:
 
     def add_embeddings(self, vectors: np.ndarray, *, ids: Sequence[str], hashes: Sequence[str],
                        sources: Sequence[str | None] | None = None, metadata: Sequence[dict | None] | None = None,
-                       max_num_patches: int | Sequence[int] = 256, auto_index: bool = True) -> AddResult:
+                       max_num_patches: int | None | Sequence[int | None] = None, auto_index: bool = True) -> AddResult:
         """Upsert precomputed image embeddings (N, D), raw or normalised (stored normalised), in one
         commit: when this returns, the items are durable. The server and the CLI embed through their
         own paths and store through this one."""
@@ -132,7 +141,10 @@ class Collection:
         n = len(ids)
         metadata = list(metadata) if metadata is not None else [None] * n
         sources = list(sources) if sources is not None else [None] * n
-        patches = [max_num_patches] * n if isinstance(max_num_patches, int) else list(max_num_patches)
+        if max_num_patches is None or isinstance(max_num_patches, int):
+            patches = [self.sequence_length(max_num_patches)] * n
+        else:
+            patches = list(max_num_patches)
         vectors = np.asarray(vectors, np.float32).reshape(n, -1) if n else np.zeros((0, self.meta.dim), np.float32)
         if not (len(hashes) == len(metadata) == len(sources) == len(patches) == n):
             raise InvalidArgumentError("ids, hashes, sources, metadata and max_num_patches must be as long as the images")
@@ -190,7 +202,7 @@ class Collection:
         return dict(zip(rows["id"].to_pylist(), rows["source"].to_pylist()))
 
     def search(self, text: str | None = None, image: Any = None, top_k: int | None = None, filter: dict | None = None,
-               threshold: float | None = None, text_weight: float = 0.5, max_num_patches: int = 256) -> list[Hit]:
+               threshold: float | None = None, text_weight: float = 0.5, max_num_patches: int | None = None) -> list[Hit]:
         """Best matches first. A query is a text, an image, or both (the re-normalised weighted sum
         `text_weight * text + (1 - text_weight) * image`). With a text, every hit carries SigLIP's
         calibrated probability that it matches the text; `threshold` keeps hits with probability >=

@@ -139,7 +139,7 @@ class Engine:
 
     # -- preprocessing (thread pool) ------------------------------------------------------------
 
-    async def load_images(self, items: Sequence[Any], max_num_patches: int) -> list[Patches]:
+    async def load_images(self, items: Sequence[Any], max_num_patches: int | None) -> list[Patches]:
         """Decode and patchify each item (the model's own preprocess, in the thread pool). Raises the
         InputError of the first bad item by position, its `.index` being that position."""
         loop = asyncio.get_running_loop()
@@ -157,7 +157,7 @@ class Engine:
                 raise RequestTooLargeError(i, f"the request's images hold more than {limit:,} pixels together "
                                               f"({total:,} up to this one): send fewer or smaller images per request")
 
-    def _decode(self, item: Any, index: int, max_num_patches: int, pixels: int) -> Patches:
+    def _decode(self, item: Any, index: int, max_num_patches: int | None, pixels: int) -> Patches:
         with self._budget.hold(pixels):
             patches = self.model.preprocess(item, index, max_num_patches)
         if pixels >= TRIM_AFTER_PIXELS:

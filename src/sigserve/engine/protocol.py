@@ -19,8 +19,18 @@ class ServedModel(Protocol):
     dummy: bool
     text_cache: TextEmbeddingCache  # normalised prompt embeddings, shared with the library's classify
 
-    def preprocess(self, item: Any, index: int | None = None, max_num_patches: int = ...) -> Patches:
-        """Decode one image (path, bytes, PIL, array) and cut it into NaFlex patches; raises InputError(index)."""
+    @property
+    def naflex(self) -> bool:
+        """False for a fixed resolution, where max_num_patches does not apply."""
+        ...
+
+    def image_rules(self) -> dict:
+        """{"kind": "naflex", "default_max_num_patches", ...} or {"kind": "fixed", "image_size", "grid", ...}."""
+        ...
+
+    def preprocess(self, item: Any, index: int | None = None, max_num_patches: int | None = ...) -> Patches:
+        """Decode one image (path, bytes, PIL, array) and cut it into patches (NaFlex: at max_num_patches,
+        None for the model's default; a fixed-resolution model refuses one); raises InputError(index)."""
         ...
 
     def image_size(self, item: Any, index: int | None = None) -> tuple[int, int]:
@@ -35,7 +45,7 @@ class ServedModel(Protocol):
     def tokenize(self, texts: Sequence[str]) -> TokenBatch: ...
 
     def encode_token_ids(self, ids: np.ndarray) -> np.ndarray:
-        """(B, 64) int64 -> raw pooled (B, D)."""
+        """(B, T) int64 -> raw pooled (B, D)."""
         ...
 
     def probabilities(self, image_embeds: np.ndarray, text_embeds: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ class Outputs:
     progress: bool = True
     strict: bool = False  # an unreadable image stops the run (default: skipped, counted and named)
 
-    def wants_plot(self, lengths: list[int]) -> bool:
+    def wants_plot(self, lengths: list[int | None]) -> bool:
         return self.plot is not None or (len(lengths) > 1 and self.output is not None)
 
 
@@ -73,7 +73,7 @@ def _finish(records: list[dict], embedder: Embedder, out: Outputs, extra: list[s
     return EvalResult(records, embedder.stats, summary, files, dict(embedder.skipped))
 
 
-def evaluate_zeroshot(source: EmbeddingSource, data: ClassificationData, templates: list[str], lengths: list[int],
+def evaluate_zeroshot(source: EmbeddingSource, data: ClassificationData, templates: list[str], lengths: list[int | None],
                       out: Outputs | None = None, dataset: str | None = None) -> EvalResult:
     out = out or Outputs()
     cache = _cache(source, out)
@@ -86,7 +86,7 @@ def evaluate_zeroshot(source: EmbeddingSource, data: ClassificationData, templat
     return _finish(records, embedder, out, extra)
 
 
-def evaluate_retrieval(source: EmbeddingSource, data: RetrievalData, lengths: list[int],
+def evaluate_retrieval(source: EmbeddingSource, data: RetrievalData, lengths: list[int | None],
                        out: Outputs | None = None, dataset: str | None = None) -> EvalResult:
     out = out or Outputs()
     cache = _cache(source, out)

@@ -1,6 +1,6 @@
 """On-disk embedding cache, one SQLite file per model fingerprint.
 
-Image rows are keyed by (absolute path, file size, mtime in ns, max_num_patches): a file that is
+Image rows are keyed by (absolute path, file size, mtime in ns, max_num_patches; 0 for a fixed resolution): a file that is
 replaced or touched is embedded again. Text rows are keyed by the exact text sent to the model (the
 template with the class name filled in, or the caption), so a re-run with other templates embeds
 only the new prompts and no image. Rows are committed after every batch, so an interrupted run
@@ -63,11 +63,11 @@ class EmbeddingCache:
             self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", image_rows)
         self._db.commit()
 
-    def get_images(self, keys: list[str], max_num_patches: int) -> dict[str, np.ndarray]:
-        return self._get("images", keys, max_num_patches)
+    def get_images(self, keys: list[str], max_num_patches: int | None) -> dict[str, np.ndarray]:
+        return self._get("images", keys, max_num_patches or 0)  # 0: the model's fixed resolution
 
-    def put_images(self, keys: list[str], max_num_patches: int, vecs: np.ndarray) -> None:
-        self._put("images", keys, vecs, max_num_patches)
+    def put_images(self, keys: list[str], max_num_patches: int | None, vecs: np.ndarray) -> None:
+        self._put("images", keys, vecs, max_num_patches or 0)
 
     def get_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
         return self._get("texts", texts, None)

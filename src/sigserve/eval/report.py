@@ -58,7 +58,8 @@ def markdown_table(records: list[dict]) -> str:
         n = [str(r["sigserve"][k]) for k in counts]
         ours = [_frac(r["metrics"][c]) for c in cols]
         paper = [_pct(_paper(r, c)) for c in paper_cols]
-        lines.append("| " + " | ".join([str(r["max_num_patches"]), r["language"], *n, *ours, *paper]) + " |")
+        length = "fixed" if r["max_num_patches"] is None else str(r["max_num_patches"])  # a fixed-resolution model
+        lines.append("| " + " | ".join([length, r["language"], *n, *ours, *paper]) + " |")
     return "\n".join(lines)
 
 

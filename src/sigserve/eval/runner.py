@@ -52,7 +52,7 @@ class Embedder:
                 bar.update(len(chunk))
         return np.stack([found[k] for k in keys]).astype(np.float32), len(missing)
 
-    def images(self, paths: list[Path], max_num_patches: int) -> np.ndarray:
+    def images(self, paths: list[Path], max_num_patches: int | None) -> np.ndarray:
         keys = [image_key(p) for p in paths]
         path_of = dict(zip(keys, paths))
         found = self.cache.get_images(keys, max_num_patches)
@@ -66,7 +66,7 @@ class Embedder:
         self.stats.images_cached += len(set(keys)) - n_new
         return out
 
-    def _embed_images(self, paths: list[Path], max_num_patches: int) -> np.ndarray:
+    def _embed_images(self, paths: list[Path], max_num_patches: int | None) -> np.ndarray:
         try:
             return self._seen(self.source.embed_images(paths, max_num_patches))
         except ImageFileError:
@@ -87,7 +87,7 @@ class Embedder:
         self._dim = vectors.shape[1]
         return vectors
 
-    def _store_good(self, keys: list[str], max_num_patches: int, vectors: np.ndarray) -> None:
+    def _store_good(self, keys: list[str], max_num_patches: int | None, vectors: np.ndarray) -> None:
         good = ~np.isnan(vectors).any(axis=1)  # a skipped image is tried again on the next run
         self.cache.put_images([k for k, g in zip(keys, good) if g], max_num_patches, vectors[good])
 
@@ -101,7 +101,7 @@ class Embedder:
 
 
 def make_record(source: EmbeddingSource, dataset: str, task: str, metrics: dict, language: str,
-                max_num_patches: int, details: dict) -> dict:
+                max_num_patches: int | None, details: dict) -> dict:
     """One clip_benchmark result record, plus `max_num_patches` and a `sigserve` details block."""
     return {
         "dataset": dataset,
@@ -122,7 +122,7 @@ def zeroshot_classifier(embedder: Embedder, classnames: list[str], templates: li
 
 
 def run_zeroshot(embedder: Embedder, data: ClassificationData, templates: list[str],
-                 lengths: list[int], dataset: str | None = None) -> list[dict]:
+                 lengths: list[int | None], dataset: str | None = None) -> list[dict]:
     classifier = zeroshot_classifier(embedder, data.classnames, templates)
     details = {"num_images": len(data.paths), "num_classes": len(data.classnames), "num_templates": len(templates)}
     records = []
@@ -136,7 +136,7 @@ def run_zeroshot(embedder: Embedder, data: ClassificationData, templates: list[s
     return records
 
 
-def run_retrieval(embedder: Embedder, data: RetrievalData, lengths: list[int],
+def run_retrieval(embedder: Embedder, data: RetrievalData, lengths: list[int | None],
                   dataset: str | None = None) -> list[dict]:
     texts = embedder.texts(data.captions)
     records = []

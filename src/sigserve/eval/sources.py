@@ -29,11 +29,15 @@ class EmbeddingSource(Protocol):
     model_name: str
     pretrained: str
 
-    def embed_images(self, paths: list[Path], max_num_patches: int) -> np.ndarray: ...
+    def embed_images(self, paths: list[Path], max_num_patches: int | None) -> np.ndarray: ...
 
     def embed_texts(self, texts: list[str]) -> np.ndarray: ...
 
     def fingerprint(self) -> str: ...
+
+    def default_length(self) -> int | None:
+        """The model's default sequence length (NaFlex), or None for a fixed resolution."""
+        ...
 
 
 def _fingerprint(identity: dict, probe: np.ndarray) -> str:
@@ -50,7 +54,10 @@ class LibrarySource:
         self.model_name = model_name
         self.pretrained = pretrained or ("dummy" if getattr(model, "dummy", False) else model_name)
 
-    def embed_images(self, paths: list[Path], max_num_patches: int) -> np.ndarray:
+    def default_length(self) -> int | None:
+        return self.model.image_rules().get("default_max_num_patches")
+
+    def embed_images(self, paths: list[Path], max_num_patches: int | None) -> np.ndarray:
         from sigserve.errors import InputError
 
         try:
@@ -136,8 +143,26 @@ class ServerSource:
             return {"image": uri}
         return {"type": "image_url", "image_url": {"url": uri}}
 
-    def embed_images(self, paths: list[Path], max_num_patches: int) -> np.ndarray:
-        return self._embed([self._image_item(p) for p in paths], {"max_num_patches": max_num_patches}, paths)
+    def default_length(self) -> int | None:
+        """From the server's /v1/models card of this model: its NaFlex default, or None (a fixed resolution)."""
+        import httpx
+
+        try:
+            resp = self.client.get("/v1/models")
+        except httpx.HTTPError as exc:
+            raise ServerError(f"cannot reach the server at {self.url}: {type(exc).__name__}: {exc}") from None
+        try:
+            cards = {c["id"]: c for c in resp.json()["data"]} if resp.status_code == 200 else {}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ServerError(f"cannot read the models of the server at {self.url}: {exc}") from None
+        if self.model_name not in cards:
+            raise ServerError(f"the server at {self.url} does not serve {self.model_name!r} (it serves "
+                              f"{', '.join(cards) or 'nothing it lists'})")
+        return (cards[self.model_name].get("max_num_patches") or {}).get("default")
+
+    def embed_images(self, paths: list[Path], max_num_patches: int | None) -> np.ndarray:
+        extra = {} if max_num_patches is None else {"max_num_patches": max_num_patches}
+        return self._embed([self._image_item(p) for p in paths], extra, paths)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         return self._embed(list(texts), {})

@@ -106,10 +106,12 @@ class Access:
             return Decision(False, "quota", quota_images=held.quota, quota_remaining=held.remaining), None
         return decision, held
 
-    async def record(self, key: KeyRecord, usage: Usage, admission: Admission | None = None) -> None:
+    async def record(self, key: KeyRecord, usage: Usage, admission: Admission | None = None, model: str = "",
+                     prices: tuple[float, float] | None = None) -> None:
+        """One request's usage under the model that served it, at its (per 1k images, per 1M tokens) prices."""
         reservation = admission.reservation if admission else None
-        await asyncio.to_thread(self.meter.settle, reservation, key.id, images=usage.images, patches=usage.patches,
-                                text_tokens=usage.prompt_tokens,
+        await asyncio.to_thread(self.meter.settle, reservation, key.id, model=model, images=usage.images,
+                                patches=usage.patches, text_tokens=usage.prompt_tokens, prices=prices,
                                 searches=getattr(usage, "searches", 0))  # collection searches (CollectionUsage)
 
     async def release(self, admission: Admission) -> None:

@@ -6,7 +6,7 @@
     GET    /v1/admin/keys/{id}         one key
     PATCH  /v1/admin/keys/{id}         change name, rpm, images_per_min, quota_images, admin (null: no limit)
     DELETE /v1/admin/keys/{id}         revoke (kept for the usage history; cannot be undone)
-    GET    /v1/admin/usage             usage per key and UTC day: JSON, or ?format=csv for billing
+    GET    /v1/admin/usage             usage per key, UTC day and model: JSON, or ?format=csv for billing
                                        (?key_id=, ?since=YYYY-MM-DD, ?until=YYYY-MM-DD, inclusive)
 
 A change made here reaches every replica at once through Redis when --redis-url is set, and within
@@ -148,11 +148,11 @@ async def revoke_key(key_id: str, request: Request, _: KeyRecord = Depends(admin
 @router.get("/usage")
 async def usage(request: Request, key_id: str | None = None, since: dt.date | None = None, until: dt.date | None = None,
                 format: Literal["json", "csv"] = Query("json"), _: KeyRecord = Depends(admin)) -> Response:
-    """Usage per key and UTC day, oldest first, with each key's name (billing export)."""
+    """Usage per key, UTC day and served model, oldest first, with each key's name (billing export)."""
     meter = request.app.state.access.meter
     rows, records = await asyncio.to_thread(lambda: (meter.daily_rows(key_id, since, until), _store(request).list()))
     names = {r.id: r.name for r in records}
-    rows = [{"date": r["date"], "key_id": r["key_id"], "name": names.get(r["key_id"], r["key_id"]),
+    rows = [{"date": r["date"], "key_id": r["key_id"], "name": names.get(r["key_id"], r["key_id"]), "model": r["model"],
              **{c: r[c] for c in COUNTERS}} for r in rows]
     if format == "json":
         return Response(json.dumps({"object": "list", "data": rows}), media_type="application/json")
@@ -160,7 +160,7 @@ async def usage(request: Request, key_id: str | None = None, since: dt.date | No
         if row["name"][:1] in ("=", "+", "-", "@", "\t", "\r"):
             row["name"] = "'" + row["name"]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["date", "key_id", "name", *COUNTERS], lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=["date", "key_id", "name", "model", *COUNTERS], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",

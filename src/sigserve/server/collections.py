@@ -1,6 +1,10 @@
 """HTTP routes of collections: /v1/collections, its items and its search. Same keys, rate limits,
 usage metering and error envelope as the other routes (Access: authorize, admit, record).
 
+Models: a collection is tied to the weights that built it (their content fingerprint is stored): it is
+created with the model the body names (default: the server's first), and its items and searches are
+embedded by whichever served model has those weights; when none has, 409 model_mismatch.
+
 Tenancy: a collection belongs to the key that created it (its id is stored as the owner); other
 keys get 404, admin keys see all. On an open server (no keys) callers are anonymous and
 collections are shared (owner None, as for collections made by the CLI or the library).
@@ -29,8 +33,10 @@ from sigserve.scoring import l2_normalize
 from sigserve.server import collections_schemas as cs
 from sigserve.server.errors import APIError
 from sigserve.server.inputs import Item, parse_item
-from sigserve.server.routes import caller
+from sigserve.server.models import Served
+from sigserve.server.routes import caller, record_usage
 from sigserve.server.schemas import Usage
+from sigserve.server.serving import Serving
 
 Stored = Literal["added", "updated"]
 log = logging.getLogger(__name__)
@@ -61,7 +67,7 @@ class CollectionService:
         settings = state.settings
         self.store = Store(settings.collections_uri or default_uri(settings.data_dir),
                            index_threshold=settings.collections_index_threshold)
-        self.engine, self.serving, self.settings = state.engine, state.serving, settings
+        self.models, self.settings = state.models, settings
         self._locks: dict[str, asyncio.Lock] = {}
         self._optimizing: dict[str, asyncio.Task] = {}
 
@@ -76,12 +82,22 @@ class CollectionService:
             raise APIError(404, f"no collection named {name!r}", param="name", code="collection_not_found")
         return meta
 
-    async def open(self, name: str, key: KeyRecord) -> Collection:
-        await self.meta(name, key)
+    def served_for(self, meta: CollectionMeta) -> Served:
+        """The served model with the weights that built the collection; 409 when none has them."""
+        served = self.models.by_fingerprint(meta.fingerprint)
+        if served is None:
+            raise APIError(409, f"collection {meta.name!r} was built by {meta.model} (weights {meta.fingerprint}); no model "
+                                f"served here has those weights (served: {', '.join(self.models.names)})",
+                           code="model_mismatch")
+        return served
+
+    async def open(self, name: str, key: KeyRecord) -> tuple[Collection, Serving]:
+        meta = await self.meta(name, key)
+        served = self.served_for(meta)
         with http_errors():
-            col = await asyncio.to_thread(Collection, self.store, name, self.engine.model)
+            col = await asyncio.to_thread(Collection, self.store, name, served.engine.model)
             col.check_model()
-        return col
+        return col, served.serving
 
     async def describe(self, name: str) -> cs.CollectionObject:
         with http_errors():
@@ -93,22 +109,23 @@ class CollectionService:
 
     # -- items ---------------------------------------------------------------------------------------
 
-    async def add_items(self, name: str, body: cs.AddItems, key: KeyRecord) -> cs.AddItemsResponse:
-        col = await self.open(name, key)
+    async def add_items(self, col: Collection, serving: Serving, body: cs.AddItems, key: KeyRecord) -> cs.AddItemsResponse:
+        name, engine = col.name, serving.engine
         if len(body.items) > self.settings.max_items:
             raise APIError(400, f"{len(body.items)} items; at most {self.settings.max_items} per request",
                            param="items", code="too_many_items")
-        mnp = body.max_num_patches or self.settings.default_max_num_patches
+        serving.check_max_num_patches(body.max_num_patches)
+        mnp = serving.sequence_length(body.max_num_patches)
         refs = [parse_item(it.image, f"items[{i}].image", "image") for i, it in enumerate(body.items)]
         errors: dict[int, cs.ItemError] = {}
-        with self.engine.admit(len(refs), key.id):
-            share = self.serving.images.for_request()  # the request's downloads: one byte budget, a few at a time
-            prepared = await asyncio.gather(*(self._prepare(i, ref, mnp, share) for i, ref in enumerate(refs)))
+        with engine.admit(len(refs), key.id):
+            share = serving.images.for_request()  # the request's downloads: one byte budget, a few at a time
+            prepared = await asyncio.gather(*(self._prepare(serving, i, ref, mnp, share) for i, ref in enumerate(refs)))
             for i, p in enumerate(prepared):
                 if isinstance(p, cs.ItemError):
                     errors[i] = p
             good = [i for i in range(len(refs)) if i not in errors]
-            embedded = await self.engine.embed_images([prepared[i][0] for i in good]) if good else None
+            embedded = await engine.embed_images([prepared[i][0] for i in good]) if good else None
         async with self.lock(name):  # checks and commit see no interleaved write of this process
             stored = await asyncio.to_thread(self._store, col, body, good, prepared, embedded, mnp, errors)
         self._maybe_optimize(name, col)
@@ -120,11 +137,12 @@ class CollectionService:
         return cs.AddItemsResponse(data=data, added=added, updated=len(stored) - added, failed=len(errors),
                                    errors=bool(errors), usage=usage)
 
-    async def _prepare(self, i: int, ref: Item, mnp: int, share):
+    @staticmethod
+    async def _prepare(serving: Serving, i: int, ref: Item, mnp: int | None, share):
         """(patches, sha256 of the bytes, source) for one item, or its error (the others go on)."""
         try:
-            blob = await self.serving.images.fetch(ref.value, i, share)
-            patches = (await self.engine.load_images([blob], mnp))[0]
+            blob = await serving.images.fetch(ref.value, i, share)
+            patches = (await serving.engine.load_images([blob], mnp))[0]
         except InputError as exc:
             return cs.ItemError(message=f"{ref.param}: {exc.reason}", param=ref.param,
                                 code=getattr(exc, "code", "invalid_input"))
@@ -171,8 +189,8 @@ class CollectionService:
 
     # -- search --------------------------------------------------------------------------------------
 
-    async def search(self, name: str, body: cs.SearchRequest, key: KeyRecord) -> cs.SearchResponse:
-        col = await self.open(name, key)
+    async def search(self, col: Collection, serving: Serving, body: cs.SearchRequest, key: KeyRecord) -> cs.SearchResponse:
+        serving.check_max_num_patches(body.max_num_patches)
         query = []
         if body.query.text is not None:
             query.append(Item("text", body.query.text, "query.text"))
@@ -180,8 +198,8 @@ class CollectionService:
             query.append(parse_item(body.query.image, "query.image", "image"))
         if not query:
             raise APIError(400, "query needs a text, an image, or both", param="query", code="empty_query")
-        with self.engine.admit(len(query), key.id):
-            enc = await self.serving.encode(query, body.max_num_patches or self.settings.default_max_num_patches)
+        with serving.engine.admit(len(query), key.id):
+            enc = await serving.encode(query, serving.sequence_length(body.max_num_patches))
         vectors = dict(zip([q.kind for q in query], l2_normalize(enc.vectors)))
         hits = await asyncio.to_thread(col.search_vectors, vectors.get("text"), vectors.get("image"),
                                        top_k=body.top_k, filter=body.filter, threshold=body.threshold,
@@ -189,7 +207,7 @@ class CollectionService:
         data = [cs.SearchHit(id=h.id, score=h.score, probability=h.probability, source=h.source,
                              metadata=h.metadata if body.include_metadata else None) for h in hits]
         usage = cs.CollectionUsage(**enc.usage.model_dump(), searches=1)
-        return cs.SearchResponse(data=data, model=self.settings.model_name, usage=usage)
+        return cs.SearchResponse(data=data, model=serving.name, usage=usage)
 
 
 def service(request: Request) -> CollectionService:
@@ -199,9 +217,11 @@ def service(request: Request) -> CollectionService:
     return state.collections
 
 
-async def _metered(request: Request, response: Response, key: KeyRecord, images: int, work):
-    """Admit (rate limits, quota), run, record usage: the path every route takes (routes._served),
-    without cancelling on disconnect: a write that committed must be recorded and answered."""
+async def _metered(request: Request, response: Response, key: KeyRecord, images: int, work,
+                   serving: Serving | None = None):
+    """Admit (rate limits, quota), run, record usage under `serving`'s model (default: the server's first):
+    the path every route takes (routes._served), without cancelling on disconnect: a write that
+    committed must be recorded and answered."""
     access = request.app.state.access
     admission = await access.admit(key, images)  # rate limits charged, quota reserved
     response.headers.update(admission.headers)
@@ -212,8 +232,7 @@ async def _metered(request: Request, response: Response, key: KeyRecord, images:
         await asyncio.shield(access.release(admission))  # the quota reserved comes back
         raise
     usage = getattr(result, "usage", None) or Usage()
-    await access.record(key, usage, admission)
-    request.app.state.metrics.on_usage(usage.images, usage.patches, usage.prompt_tokens)
+    await record_usage(request, key, serving or request.app.state.models.default.serving, usage, admission)
     return result
 
 
@@ -224,7 +243,8 @@ async def _metered(request: Request, response: Response, key: KeyRecord, images:
 async def create_collection(body: cs.CreateCollection, request: Request, response: Response,
                             key: KeyRecord = Depends(caller)) -> cs.CollectionObject:
     svc = service(request)
-    model = svc.engine.model
+    served = svc.models.resolve(body.model) if body.model is not None else svc.models.default
+    model = served.engine.model
 
     async def work():
         meta = CollectionMeta(name=body.name, model=model.checkpoint.model_id, fingerprint=model.checkpoint.fingerprint(),
@@ -233,7 +253,7 @@ async def create_collection(body: cs.CreateCollection, request: Request, respons
             await asyncio.to_thread(svc.store.create, meta, body.metadata_schema)
         return await svc.describe(body.name)
 
-    return await _metered(request, response, key, 0, work)
+    return await _metered(request, response, key, 0, work, served.serving)
 
 
 @router.get("", response_model=cs.CollectionList)
@@ -285,7 +305,9 @@ async def delete_collection(name: str, request: Request, response: Response,
 async def add_items(name: str, body: cs.AddItems, request: Request, response: Response,
                     key: KeyRecord = Depends(caller)) -> cs.AddItemsResponse:
     svc = service(request)
-    return await _metered(request, response, key, len(body.items), lambda: svc.add_items(name, body, key))
+    col, serving = await svc.open(name, key)
+    return await _metered(request, response, key, len(body.items), lambda: svc.add_items(col, serving, body, key),
+                          serving)
 
 
 @router.delete("/{name}/items", response_model=cs.DeleteItemsResponse)
@@ -294,7 +316,7 @@ async def delete_items(name: str, body: cs.DeleteItems, request: Request, respon
     svc = service(request)
 
     async def work():
-        col = await svc.open(name, key)
+        col, _ = await svc.open(name, key)
         async with svc.lock(name):
             deleted = await asyncio.to_thread(col.delete, body.ids)
         return cs.DeleteItemsResponse(deleted=deleted)
@@ -308,9 +330,10 @@ async def get_item(name: str, item_id: str, request: Request, response: Response
     svc = service(request)
 
     async def work():
-        await svc.meta(name, key)
+        meta = await svc.meta(name, key)
+        served = svc.models.by_fingerprint(meta.fingerprint) or svc.models.default  # reading needs no embedding
         with http_errors():
-            col = await asyncio.to_thread(Collection, svc.store, name, svc.engine.model)
+            col = await asyncio.to_thread(Collection, svc.store, name, served.engine.model)
         row = (await asyncio.to_thread(col.get, [item_id]))[0]
         if row is None:
             raise APIError(404, f"no item {item_id!r} in collection {name!r}", param="id", code="item_not_found")
@@ -323,8 +346,9 @@ async def get_item(name: str, item_id: str, request: Request, response: Response
 async def search(name: str, body: cs.SearchRequest, request: Request, response: Response,
                  key: KeyRecord = Depends(caller)) -> cs.SearchResponse:
     svc = service(request)
+    col, serving = await svc.open(name, key)
     images = int(body.query.image is not None)
-    return await _metered(request, response, key, images, lambda: svc.search(name, body, key))
+    return await _metered(request, response, key, images, lambda: svc.search(col, serving, body, key), serving)
 
 
 __all__ = ["router", "CollectionService"]

@@ -22,6 +22,8 @@ class CollectionUsage(Usage):
 
 class CreateCollection(_Strict):
     name: str = Field(..., description="letters, digits, '_' or '-' (at most 64)")
+    model: str | None = Field(None, description="the served model that embeds its items and queries "
+                                                "(default: the server's first); the collection stays tied to its weights")
     description: str | None = Field(None, max_length=1000)
     metadata_schema: dict[str, Literal["string", "number", "boolean", "string[]"]] | None = Field(
         None, description="declare field types up front (otherwise each key's first value decides)")
@@ -109,7 +111,7 @@ class Item(BaseModel):
     id: str
     source: str | None = None
     content_hash: str
-    max_num_patches: int
+    max_num_patches: int | None  # None: embedded by a fixed-resolution model
     created: dt.datetime
     metadata: dict[str, Any]
 

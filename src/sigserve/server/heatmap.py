@@ -1,4 +1,5 @@
-"""POST /v1/heatmap: where in an image each text matches, one calibrated probability per NaFlex patch.
+"""POST /v1/heatmap: where in an image each text matches, one calibrated probability per patch (of the
+image's NaFlex grid, or the model's fixed G x G grid), on the model the request names.
 
 The image and the texts go through the engine as every route's do (fetch, the preprocessing pool, the
 worker's batches), the image asking for its patch features. The per-patch pooling head then runs here,
@@ -50,9 +51,10 @@ class HeatmapResponse(BaseModel):
 
 
 def prepare(serving: Serving, req: HeatmapRequest) -> Prepared[HeatmapRequest]:
-    """The model and the image are checked as for /v1/patch_features (which a heatmap is, plus texts);
-    texts count like classify's labels."""
-    [image] = serving.prepare(PatchFeaturesRequest(model=req.model, input=req.image)).items
+    """The image is checked as for /v1/patch_features (which a heatmap is, plus texts), and so is
+    max_num_patches; texts count like classify's labels."""
+    [image] = serving.prepare(PatchFeaturesRequest(model=req.model, input=req.image,
+                                                   max_num_patches=req.max_num_patches)).items
     if len(req.texts) > serving.settings.max_labels:
         raise APIError(400, f"at most {serving.settings.max_labels} texts per request", param="texts")
     texts = [Item("text", t, f"texts[{i}]") for i, t in enumerate(req.texts)]
@@ -62,7 +64,7 @@ def prepare(serving: Serving, req: HeatmapRequest) -> Prepared[HeatmapRequest]:
 
 async def heatmaps(serving: Serving, job: Prepared[HeatmapRequest]) -> HeatmapResponse:
     req, engine = job.body, serving.engine
-    L = req.max_num_patches if req.max_num_patches is not None else serving.settings.default_max_num_patches
+    L = serving.sequence_length(req.max_num_patches)
     with engine.admit(len(job.items), job.owner):
         enc = await serving.encode(job.items, L, features=True)  # item 0 the image, then the texts
         maps = await asyncio.to_thread(engine.model.score_patches, enc.features[0], l2_normalize(enc.vectors[1:]))
@@ -75,6 +77,4 @@ async def heatmaps(serving: Serving, job: Prepared[HeatmapRequest]) -> HeatmapRe
 async def heatmap(body: HeatmapRequest, request: Request, response: Response,
                   key: KeyRecord = Depends(caller)) -> HeatmapResponse:
     """Per text, the probability that it matches each NaFlex patch of the image (MaskCLIP-style regions)."""
-    serving = request.app.state.serving
-    return await _served(request, response, key, body, lambda job: heatmaps(serving, job),
-                         prepare=lambda b: prepare(serving, b))
+    return await _served(request, response, key, body, heatmaps, prepare=prepare)

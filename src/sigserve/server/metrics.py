@@ -1,4 +1,6 @@
-"""Prometheus metrics, one registry per app (two apps in one process, as in tests, never collide)."""
+"""Prometheus metrics, one registry per app (two apps in one process, as in tests, never collide).
+What a model does carries a `model` label (its served name): batches, queues, backlog, readiness and
+work done; HTTP requests and errors are counted by route."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class Metrics:
-    """Implements the engine's BatchObserver too, so the engine reports without importing us."""
+    """`observer(model)` is the engine's BatchObserver for one model, so the engine reports without importing us."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -22,40 +24,53 @@ class Metrics:
         self.requests = Counter("sigserve_requests", "HTTP requests", ["route", "method", "status"], registry=r)
         self.latency = Histogram("sigserve_request_duration_seconds", "HTTP request latency",
                                  ["route", "method", "status"], registry=r)
-        self.batch_size = Histogram("sigserve_batch_size", "Items per inference batch", ["tower"],
+        self.batch_size = Histogram("sigserve_batch_size", "Items per inference batch", ["model", "tower"],
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("sigserve_batch_duration_seconds", "Inference time per batch", ["tower"],
-                                       registry=r)
-        self.queue_depth = Gauge("sigserve_queue_depth", "Jobs waiting for the inference worker", ["tower"], registry=r)
-        self.pending = Gauge("sigserve_pending_items", "Items admitted and not finished", registry=r)
-        self.images = Counter("sigserve_images", "Images embedded", registry=r)
-        self.patches = Counter("sigserve_patches", "Valid image patches processed", registry=r)
-        self.text_tokens = Counter("sigserve_text_tokens", "Non-padding text tokens processed", registry=r)
+        self.batch_seconds = Histogram("sigserve_batch_duration_seconds", "Inference time per batch",
+                                       ["model", "tower"], registry=r)
+        self.queue_depth = Gauge("sigserve_queue_depth", "Jobs waiting for the inference worker", ["model", "tower"],
+                                 registry=r)
+        self.pending = Gauge("sigserve_pending_items", "Items admitted and not finished", ["model"], registry=r)
+        self.images = Counter("sigserve_images", "Images embedded", ["model"], registry=r)
+        self.patches = Counter("sigserve_patches", "Valid image patches processed", ["model"], registry=r)
+        self.text_tokens = Counter("sigserve_text_tokens", "Non-padding text tokens processed", ["model"], registry=r)
         self.errors = Counter("sigserve_errors", "Error responses by OpenAI error type", ["type"], registry=r)
         self.database_errors = Counter("sigserve_database_unavailable", "Failures to reach the keys and usage "
                                        "database (requests answered 503 database_unavailable)", registry=r)
         self.ratelimit_backend_errors = Counter("sigserve_ratelimit_backend_errors", "Failures to reach Redis for rate "
                                                 "limits (then --redis-failure-mode applies)", registry=r)
-        self.ready = Gauge("sigserve_ready", "1 when the model is loaded and the worker alive", registry=r)
+        self.ready = Gauge("sigserve_ready", "1 when the model is loaded and its worker alive", ["model"], registry=r)
+        self.memory = Gauge("sigserve_model_memory_bytes", "Resident memory the model added at load (measured)",
+                            ["model"], registry=r)
 
-    # BatchObserver (called from the worker thread; prometheus-client is thread-safe)
-    def on_batch(self, tower: str, size: int, seconds: float) -> None:
-        self.batch_size.labels(tower).observe(size)
-        self.batch_seconds.labels(tower).observe(seconds)
-
-    def on_queue_depth(self, tower: str, depth: int) -> None:
-        self.queue_depth.labels(tower).set(depth)
+    def observer(self, model: str) -> ModelObserver:
+        """The engine's BatchObserver for one served model."""
+        return ModelObserver(self, model)
 
     def on_error(self, type: str) -> None:
         self.errors.labels(type).inc()
 
-    def on_usage(self, images: int, patches: int, tokens: int) -> None:
-        self.images.inc(images)
-        self.patches.inc(patches)
-        self.text_tokens.inc(tokens)
+    def on_usage(self, model: str, images: int, patches: int, tokens: int) -> None:
+        self.images.labels(model).inc(images)
+        self.patches.labels(model).inc(patches)
+        self.text_tokens.labels(model).inc(tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ModelObserver:
+    """BatchObserver of one model's engine (called from its worker thread; prometheus-client is thread-safe)."""
+
+    def __init__(self, metrics: Metrics, model: str):
+        self.metrics, self.model = metrics, model
+
+    def on_batch(self, tower: str, size: int, seconds: float) -> None:
+        self.metrics.batch_size.labels(self.model, tower).observe(size)
+        self.metrics.batch_seconds.labels(self.model, tower).observe(seconds)
+
+    def on_queue_depth(self, tower: str, depth: int) -> None:
+        self.metrics.queue_depth.labels(self.model, tower).set(depth)
 
 
 class RequestMetricsMiddleware:

@@ -60,7 +60,8 @@ class ImageBase64Part(_Strict):
 InputItem = Union[str, TextPart, ImageURLPart, ImageBase64Part, TextObject, ImageObject]
 ImageItem = Union[str, ImageURLPart, ImageBase64Part, ImageObject]
 
-MaxNumPatches = Field(None, ge=MIN_PATCHES, le=MAX_PATCHES, description="NaFlex sequence length (default: the server's)")
+MaxNumPatches = Field(None, ge=MIN_PATCHES, le=MAX_PATCHES,
+                      description="NaFlex sequence length (default: the server's); refused by fixed-resolution models")
 
 
 # -- shared ------------------------------------------------------------------------------------
@@ -131,11 +132,14 @@ class ModelCard(BaseModel):
     capabilities: list[str]
     input_modalities: list[str]
     embedding_dim: int
-    max_num_patches: PatchRange
+    architecture: Literal["naflex", "fixed"]  # NaFlex: a sequence length per request; fixed: one image size
+    image_size: int | None = None  # fixed resolution: the square side images are resized to
+    max_num_patches: PatchRange | None = None  # NaFlex only
     pricing: Pricing
     dummy: bool
     backend: str | None = None
     precision: str | None = None
+    memory_mb: float | None = None  # resident memory the model added at load (measured)
 
 
 class ModelList(BaseModel):
@@ -246,5 +250,6 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: str
-    model: str
-    pending_items: int
+    model: str  # the default (first) model
+    models: list[str]  # every served model, each ready
+    pending_items: int  # over all models

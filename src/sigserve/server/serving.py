@@ -21,8 +21,7 @@ from sigserve.scoring import l2_normalize
 from sigserve.server import schemas
 from sigserve.server.errors import APIError, input_error
 from sigserve.server.inputs import ImageSource, Item, parse_item, parse_items, require_images, token_id_input
-from sigserve.server.limits import shown
-from sigserve.server.settings import Settings
+from sigserve.server.settings import ModelSpec, Settings
 
 R = TypeVar("R")
 log = logging.getLogger(__name__)
@@ -61,21 +60,28 @@ class Prepared(Generic[R]):
 
 
 class Serving:
-    def __init__(self, engine: Engine, settings: Settings, images: ImageSource):
+    """One served model's routes (models.Models holds one per served name)."""
+
+    def __init__(self, engine: Engine, settings: Settings, images: ImageSource, spec: ModelSpec,
+                 rss_mb: float | None = None):
         self.engine = engine
         self.settings = settings
         self.images = images
+        self.spec = spec
+        self.name = spec.served_name
+        self.rss_mb = rss_mb  # resident memory its load added (models.load_models), when measured
         self.created = int(time.time())
         self.warm = False
         self.warm_up_error: str | None = None
 
     async def warm_up(self) -> None:
-        """Run the text tower once and the image tower on the common photo shapes at the default length."""
+        """Run the text tower once and the image tower on the common photo shapes at the default length
+        (a fixed-resolution model sees one shape whatever the photo's: once is enough)."""
         try:
             await self.engine.embed_texts(["warm-up"])
-            for height, width in WARM_UP_SHAPES:
+            for height, width in WARM_UP_SHAPES if self.engine.model.naflex else WARM_UP_SHAPES[:1]:
                 image = np.zeros((height, width, 3), np.uint8)
-                patches = await self.engine.load_images([image], self.settings.default_max_num_patches)
+                patches = await self.engine.load_images([image], self.sequence_length(None))
                 await self.engine.embed_images(patches)
             self.warm = True
         except Exception as exc:  # noqa: BLE001 - reported by /ready, never hidden
@@ -102,7 +108,7 @@ class Serving:
                                     "the first 64 tokens, a few hundred characters)", param=param, code="text_too_long")
 
     def _prepare(self, req: Any) -> Prepared[Any]:
-        self._check_model(req.model)
+        self.check_max_num_patches(getattr(req, "max_num_patches", None))
         if isinstance(req, schemas.EmbeddingRequest):
             if token_id_input(req.input):
                 raise APIError(400, TOKEN_IDS_REFUSED, param="input", code="token_ids_not_supported")
@@ -147,19 +153,23 @@ class Serving:
 
     # -- routes --------------------------------------------------------------------------------
 
-    def models(self) -> schemas.ModelList:
-        s, m = self.settings, self.engine.model
+    def card(self) -> schemas.ModelCard:
+        """This model's entry in /v1/models: what it is (NaFlex or a fixed resolution), its width, price and memory."""
+        m = self.engine.model
         backend = getattr(m, "backend", None)  # what actually loaded, when the model says
-        card = schemas.ModelCard(
-            id=s.model_name, created=self.created, owned_by="sigserve",
+        rules = m.image_rules()
+        naflex = rules["kind"] == "naflex"
+        patches = schemas.PatchRange(min=MIN_PATCHES, max=MAX_PATCHES, default=self.sequence_length(None) or 0,
+                                     trained_max=TRAINED_MAX_PATCHES) if naflex else None
+        return schemas.ModelCard(
+            id=self.name, created=self.created, owned_by="sigserve",
             capabilities=CAPABILITIES, input_modalities=["text", "image"], embedding_dim=m.embedding_dim,
-            max_num_patches=schemas.PatchRange(min=MIN_PATCHES, max=MAX_PATCHES, default=s.default_max_num_patches,
-                                               trained_max=TRAINED_MAX_PATCHES),
-            pricing=schemas.Pricing(per_1k_images=s.price_per_1k_images, per_1m_tokens=s.price_per_1m_tokens),
-            dummy=bool(getattr(m, "dummy", s.dummy)), backend=getattr(backend, "name", s.backend),
-            precision=getattr(backend, "precision", s.precision),
+            architecture="naflex" if naflex else "fixed", image_size=rules.get("image_size"), max_num_patches=patches,
+            pricing=schemas.Pricing(per_1k_images=self.spec.price_per_1k_images, per_1m_tokens=self.spec.price_per_1m_tokens),
+            dummy=bool(getattr(m, "dummy", self.spec.dummy)), backend=getattr(backend, "name", self.spec.backend),
+            precision=getattr(backend, "precision", self.spec.precision),
+            memory_mb=None if self.rss_mb is None else round(self.rss_mb, 1),
         )
-        return schemas.ModelList(data=[card])
 
     async def embeddings(self, job: Prepared[schemas.EmbeddingRequest]) -> schemas.EmbeddingResponse:
         req, items = job.body, job.items
@@ -169,7 +179,7 @@ class Serving:
                                 f"so truncated embeddings lose accuracy; omit `dimensions` or send {dim}",
                            param="dimensions", code="unsupported_dimensions")
         with self.engine.admit(len(items), job.owner):
-            enc = await self.encode(items, self._patches(req.max_num_patches))
+            enc = await self.encode(items, self.sequence_length(req.max_num_patches))
         vectors = l2_normalize(enc.vectors) if req.normalize else enc.vectors
         data = [schemas.Embedding(embedding=_encode(v, req.encoding_format, np.float32), index=i)
                 for i, v in enumerate(vectors)]
@@ -178,7 +188,7 @@ class Serving:
     async def classify(self, job: Prepared[schemas.ClassifyRequest]) -> schemas.ClassifyResponse:
         req, items, prompts = job.body, job.items, job.prompts
         with self.engine.admit(len(items) + len(prompts), job.owner):
-            enc = await self.encode(items, self._patches(req.max_num_patches))
+            enc = await self.encode(items, self.sequence_length(req.max_num_patches))
             classes, tokens = await self.label_embeddings(req.labels, prompts)
         probs = self.engine.probabilities(l2_normalize(enc.vectors), classes)
         enc.usage.prompt_tokens = enc.usage.total_tokens = tokens
@@ -189,7 +199,7 @@ class Serving:
         req, query, docs = job.body, job.query, job.items
         assert query is not None
         with self.engine.admit(1 + len(docs), job.owner):
-            enc = await self.encode([query, *docs], self._patches(req.max_num_patches))
+            enc = await self.encode([query, *docs], self.sequence_length(req.max_num_patches))
         vectors = l2_normalize(enc.vectors)
         q, d = vectors[:1], vectors[1:]
         scores = self.engine.probabilities(q, d)[0] if query.kind == "image" else self.engine.probabilities(d, q)[:, 0]
@@ -201,7 +211,7 @@ class Serving:
     async def patch_features(self, job: Prepared[schemas.PatchFeaturesRequest]) -> schemas.PatchFeaturesResponse:
         req, items = job.body, job.items
         with self.engine.admit(len(items), job.owner):
-            enc = await self.encode(items, self._patches(req.max_num_patches), features=True)
+            enc = await self.encode(items, self.sequence_length(req.max_num_patches), features=True)
         dtype = np.float16 if req.dtype == "float16" else np.float32
         data = []
         for i in range(len(items)):
@@ -214,7 +224,7 @@ class Serving:
 
     # -- the shared path -----------------------------------------------------------------------
 
-    async def encode(self, items: Sequence[Item], max_num_patches: int, features: bool = False) -> Encoded:
+    async def encode(self, items: Sequence[Item], max_num_patches: int | None, features: bool = False) -> Encoded:
         """Embed texts and images of one request, concurrently, keeping the items' order."""
         texts = [i for i, it in enumerate(items) if it.kind == "text"]
         images = [i for i, it in enumerate(items) if it.kind == "image"]
@@ -233,7 +243,7 @@ class Serving:
         grids = dict(zip(images, image_out.features)) if features else {}
         return Encoded(vectors, usage, grids)
 
-    async def _embed_images(self, items: list[Item], max_num_patches: int, features: bool):
+    async def _embed_images(self, items: list[Item], max_num_patches: int | None, features: bool):
         try:
             share = self.images.for_request()  # the request's downloads: one byte budget, a few at a time
             blobs = await _gather_or_cancel(*(self.images.fetch(it.value, i, share) for i, it in enumerate(items)))
@@ -257,10 +267,14 @@ class Serving:
 
     # -- checks --------------------------------------------------------------------------------
 
-    def _check_model(self, name: str) -> None:
-        if name not in (self.settings.model_name, self.settings.model):
-            raise APIError(404, f"The model {shown(name)} does not exist; this server serves `{self.settings.model_name}`",
-                           type="invalid_request_error", param="model", code="model_not_found")
+    def check_max_num_patches(self, value: int | None) -> None:
+        """A fixed-resolution model has one image size: a request that asks for a sequence length is told so."""
+        rules = self.engine.model.image_rules()
+        if value is not None and rules["kind"] != "naflex":
+            size = rules["image_size"]
+            raise APIError(400, f"max_num_patches does not apply to `{self.name}`: it has a fixed resolution "
+                                f"({size}x{size} pixels, {rules['grid']}x{rules['grid']} patches); omit max_num_patches",
+                           param="max_num_patches", code="unsupported_parameter")
 
     def _items(self, items: list[Item]) -> list[Item]:
         if not items:
@@ -270,8 +284,15 @@ class Serving:
                            param="input", code="too_many_items")
         return items
 
-    def _patches(self, requested: int | None) -> int:
-        return requested if requested is not None else self.settings.default_max_num_patches
+    def sequence_length(self, requested: int | None) -> int | None:
+        """The sequence length to run at: the request's, else the server's default, else the model's own
+        (None: the model decides; always None for a fixed resolution)."""
+        rules = self.engine.model.image_rules()
+        if rules["kind"] != "naflex":
+            return None
+        if requested is not None:
+            return requested
+        return self.settings.default_max_num_patches or rules["default_max_num_patches"]
 
 
 async def _gather_or_cancel(*aws):

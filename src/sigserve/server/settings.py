@@ -5,11 +5,13 @@ generated from here too (`python -m sigserve.server.settings`), and a test keeps
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sigserve import defaults, paths
 from sigserve.accounts import db
@@ -24,12 +26,58 @@ ENV_PREFIX = "SIGSERVE_"
 _ENGINE = EngineConfig()  # the engine owns its defaults; the settings only expose them
 
 
+class ModelSpec(BaseModel):
+    """One model to serve: from `--model SOURCE[=NAME]` (the model options and prices of the command line),
+    or an entry of the models file (its own options and prices; the command line's fill in the rest)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(..., min_length=1, description="Hub id or local folder.")
+    name: str | None = Field(None, min_length=1, description="The id clients send as `model` (default: `model`).")
+    load_format: LoadFormat = "auto"
+    backend: BackendChoice = "auto"
+    precision: Precision = "fp32"
+    device: str = "auto"
+    price_per_1k_images: float = Field(0.0, ge=0)
+    price_per_1m_tokens: float = Field(0.0, ge=0)
+
+    @property
+    def served_name(self) -> str:
+        return self.name or self.model
+
+    @property
+    def dummy(self) -> bool:
+        return self.load_format == "dummy"
+
+
+SPEC_DEFAULTS = ("load_format", "backend", "precision", "device", "price_per_1k_images", "price_per_1m_tokens")
+
+
+def split_served_name(value: str) -> tuple[str, str | None]:
+    """`SOURCE=NAME` -> (SOURCE, NAME); a value without `=` (or whose tail looks like a path) has no name."""
+    source, sep, name = value.rpartition("=")
+    if not sep or not source or not name or "/" in name:
+        return value, None
+    return source, name
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # -- model --------------------------------------------------------------------------------
-    model: str = Field(defaults.DEFAULT_MODEL, description="Hub id (fetched once, then cached) or a local folder.")
-    served_model_name: str | None = Field(None, description="The id clients send as `model` (default: --model).")
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, json_schema_extra={"shown": defaults.DEFAULT_MODEL},
+        description="Hub id (fetched once, then cached) or a local folder, optionally `=served-name`. Repeat it to "
+                    "serve several models, each with its own engine and queue, chosen by the request's `model`.")
+    models_file: Path | None = Field(
+        None, description="A TOML file of models to serve, after any --model: one table per model in the `models` "
+                          "array (keys: model, name, load_format, backend, precision, device, price_per_1k_images, "
+                          "price_per_1m_tokens; the command line's values fill in the rest).")
+    served_model_name: str | None = Field(None, description="The id clients send as `model` (default: --model); "
+                                                            "one model only (several: --model SOURCE=NAME).")
+    memory_budget_mb: int | None = Field(
+        None, ge=1, description="Refuse to start when the models' resident memory, measured as each loads, "
+                                "would pass this (instead of swapping).")
     load_format: LoadFormat = Field(
         "auto", description="dummy: the real architecture with random weights and a stand-in tokenizer (load tests).")
     backend: BackendChoice = Field(
@@ -77,8 +125,10 @@ class Settings(BaseSettings):
     collections_uri: str | None = Field(None, description="LanceDB URI of the collections (default: data_dir/collections).")
     collections_index_threshold: int | None = Field(
         None, ge=0, description="Rows from which a collection gets an ANN index (default: 100000).")
-    price_per_1k_images: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost.")
-    price_per_1m_tokens: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost.")
+    price_per_1k_images: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost "
+                                                              "(a models file can price each model).")
+    price_per_1m_tokens: float = Field(0.0, ge=0, description="Advertised in /v1/models; used for usage cost "
+                                                              "(a models file can price each model).")
     default_rpm: int | None = Field(None, ge=1, description="Requests per minute for keys without their own limit.")
     default_images_per_min: int | None = Field(None, ge=1, description="Images per minute for keys without their own limit.")
 
@@ -119,9 +169,10 @@ class Settings(BaseSettings):
                                      description="Image formats decoded (Pillow's names); others are refused.")
     max_image_pixels: int = Field(defaults.DEFAULT_MAX_IMAGE_PIXELS, ge=1,
                                   description="Pixels per decoded image (decompression-bomb guard).")
-    default_max_num_patches: int = Field(defaults.DEFAULT_MAX_NUM_PATCHES, ge=defaults.MIN_PATCHES,
-                                         le=defaults.MAX_PATCHES,
-                                         description="NaFlex patches per image when a request names none.")
+    default_max_num_patches: int | None = Field(
+        None, ge=defaults.MIN_PATCHES, le=defaults.MAX_PATCHES,
+        description="NaFlex patches per image when a request names none (default: the model's own, "
+                    f"{defaults.DEFAULT_MAX_NUM_PATCHES}); fixed-resolution models ignore it.")
     label_cache_size: int = Field(defaults.DEFAULT_TEXT_CACHE_SIZE, ge=0,
                                   description="Prompt embeddings kept for classify labels (LRU).")
     detect_image_data_uris: bool = Field(
@@ -133,9 +184,39 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        """One string (a flag, SIGSERVE_MODEL=...) or a JSON list of them (SIGSERVE_MODEL='["a", "b=x"]')."""
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("[") else [value]
+        return value
+
+    def model_specs(self) -> list[ModelSpec]:
+        """Every model to serve, in order: each --model, then the models file's entries; the first is the
+        default in listings. Raises ValueError naming the problem (a duplicate name, a bad file)."""
+        common = {k: getattr(self, k) for k in SPEC_DEFAULTS}
+        given = self.model or ([] if self.models_file else [defaults.DEFAULT_MODEL])
+        specs = []
+        for value in given:
+            source, name = split_served_name(value)
+            specs.append(ModelSpec(model=source, name=name, **common))
+        if self.served_model_name is not None:
+            if len(specs) != 1 or specs[0].name is not None:
+                raise ValueError("--served-model-name names a single --model; with several, write --model SOURCE=NAME")
+            specs[0].name = self.served_model_name
+        if self.models_file is not None:
+            specs += read_models_file(self.models_file, common)
+        names = [s.served_name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two models are served as {sorted({n for n in names if names.count(n) > 1})}: give each "
+                             "its own name (--model SOURCE=NAME, or `name` in the models file)")
+        return specs
+
     @property
     def model_name(self) -> str:
-        return self.served_model_name or self.model
+        """The first (default) model's served name."""
+        return self.model_specs()[0].served_name
 
     @property
     def resolved_database_url(self) -> str:
@@ -143,18 +224,14 @@ class Settings(BaseSettings):
 
     @property
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
     @property
     def dummy(self) -> bool:
         return self.load_format == "dummy"
 
-    def engine_config(self) -> EngineConfig:
-        cpu = self.resolved_device == "cpu"
+    def engine_config(self, device: str | None = None) -> EngineConfig:
+        cpu = resolve_device(device or self.device) == "cpu"
         return EngineConfig(
             max_batch_images=self.max_batch_images or (defaults.DEFAULT_IMAGE_BATCH if cpu else 64),
             max_batch_texts=self.max_batch_texts,
@@ -167,6 +244,33 @@ class Settings(BaseSettings):
             timeout_s=self.request_timeout_s,
             retry_after_s=self.retry_after_s,
         )
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def read_models_file(path: Path, common: dict[str, Any]) -> list[ModelSpec]:
+    """The `[[models]]` tables of a TOML file, each over the command line's model options."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read the models file {path}: {exc}") from None
+    entries = raw.get("models")
+    if set(raw) != {"models"} or not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected one or more [[models]] tables and nothing else")
+    specs = []
+    for i, entry in enumerate(entries):
+        try:
+            specs.append(ModelSpec(**{**common, **entry}))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"{path}: models[{i}]: {problems}") from None
+    return specs
 
 
 def flag(name: str) -> str:
