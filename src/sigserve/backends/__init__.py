@@ -10,7 +10,9 @@ The defaults were chosen by measurement (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from pathlib import Path
 from typing import Literal, get_args
 
 from sigserve.backends.base import Backend
@@ -72,6 +74,18 @@ def check_selection(name: str, precision: str, device: str = "cpu") -> None:
     if missing := _missing(name, precision):
         how = PACKAGES[(name, precision)][1]
         raise InvalidArgumentError(f"the {name} backend ({precision}) needs {' and '.join(missing)}: {how}", "backend")
+
+
+def prepare(name: str | None, checkpoint, precision: str = "fp32", device: str = "cpu") -> list[Path]:
+    """Build every cached artifact that (name, precision) loads (exports, conversions, calibrations,
+    compiled packages), without loading them: for images that bake them in. Returns their paths;
+    already cached ones are reused as they are."""
+    name = default_backend(device) if name in (None, "auto") else name
+    check_selection(name, precision, device)
+    if name == "torch":
+        return []  # runs the checkpoint's own tensors
+    module = importlib.import_module(f"sigserve.backends.{name}")
+    return module.prepare(checkpoint, precision)
 
 
 def create_backend(name: str | None, checkpoint, precision: str = "fp32", device: str = "cpu") -> Backend:

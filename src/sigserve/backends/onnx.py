@@ -72,6 +72,10 @@ def ensure_graph(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
     return ensure(dest, build, "the ONNX export")
 
 
+def prepare(checkpoint: Checkpoint, precision: str) -> list[Path]:
+    return [ensure_graph(checkpoint, tower, precision) for tower in ("vision", "text")]
+
+
 def _child(step: str, path: str, source: str, model_id: str, tower: str, src: str, dest: str, data: str) -> None:
     checkpoint = Checkpoint(Path(path), source, model_id)
     if step == "export":

@@ -59,6 +59,10 @@ def ensure_ir(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
     return ensure(dest, build, "the OpenVINO model")
 
 
+def prepare(checkpoint: Checkpoint, precision: str) -> list[Path]:
+    return [ensure_ir(checkpoint, tower, precision) for tower in ("vision", "text")]
+
+
 def _convert(path: str, source: str, model_id: str, tower: str, graph: str, precision: str, dest: str,
              weights_name: str) -> None:
     """In a child interpreter: ONNX -> IR at dest (.xml), its weights moved to their final name beside it
