@@ -153,7 +153,8 @@ def startup(folder: Path, spec: str, jpegs: list[bytes], data_dir: str, requests
         ready = None
         while time.monotonic() - t0 < 600 and proc.poll() is None:
             try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                # a short timeout: the port is bound (and accepts) long before uvicorn answers
+                if httpx.get(url + "/ready", timeout=0.25).status_code == 200:
                     ready = time.monotonic() - t0
                     break
             except httpx.HTTPError:
