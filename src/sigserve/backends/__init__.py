@@ -2,19 +2,23 @@
 
     torch  our model (model.py) on memory-mapped weights: fp32 everywhere, bf16/fp16 on CUDA
     onnx   ONNX Runtime on graphs exported from that model (CPU): fp32, or opt-in dynamic int8
+    openvino  OpenVINO on the same exported graphs (CPU): fp32, or opt-in int8 (NNCF post-training
+           static int8 calibrated on a mix of lengths); needs the openvino extra
     aoti   (opt-in) the vision encoder compiled ahead of time by AOTInductor, cached (CPU, exact fp32)
 The defaults were chosen by measurement (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from pathlib import Path
 from typing import Literal, get_args
 
 from sigserve.backends.base import Backend
 from sigserve.errors import InvalidArgumentError
 
-BackendName = Literal["torch", "onnx", "aoti"]
+BackendName = Literal["torch", "onnx", "openvino", "aoti"]
 BackendChoice = Literal["auto", BackendName]  # what users may ask for: auto picks the measured default
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
@@ -24,22 +28,30 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
     "torch": {"cpu": ("fp32",), "cuda": ("fp32", "bf16", "fp16")},
     "onnx": {"cpu": ("fp32", "int8")},
+    "openvino": {"cpu": ("fp32", "int8")},
     "aoti": {"cpu": ("fp32",)},
 }
 DEFAULT_BACKEND = "onnx"  # on CPU, measured faster than torch at fp32 (docs/benchmarks.md); torch on CUDA
 
 
-# backend -> the package it needs beyond torch, and how to get it
-PACKAGES = {"onnx": ("onnxruntime", "pip install onnxruntime (a sigserve dependency)")}
+# (backend, precision) -> the packages it needs beyond torch, and how to get them
+PACKAGES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("onnx", "fp32"): (("onnxruntime",), "pip install onnxruntime (a sigserve dependency)"),
+    ("onnx", "int8"): (("onnxruntime",), "pip install onnxruntime (a sigserve dependency)"),
+    ("openvino", "fp32"): (("openvino",), "pip install 'sigserve[openvino]'"),
+    ("openvino", "int8"): (("openvino",), "pip install 'sigserve[openvino]'"),  # + nncf to build it (openvino.py)
+}
 
 
-def _installed(name: str) -> bool:
-    return name not in PACKAGES or importlib.util.find_spec(PACKAGES[name][0]) is not None
+def _missing(name: str, precision: str = "fp32") -> list[str]:
+    """The packages that (name, precision) needs and this environment lacks."""
+    needed, _ = PACKAGES.get((name, precision), ((), ""))
+    return [p for p in needed if importlib.util.find_spec(p) is None]
 
 
 def default_backend(device: str = "cpu") -> str:
     """The measured best backend for `device`, falling back to torch when its package is missing."""
-    if not device.startswith("cpu") or not _installed(DEFAULT_BACKEND):
+    if not device.startswith("cpu") or _missing(DEFAULT_BACKEND):
         return "torch"
     return DEFAULT_BACKEND
 
@@ -59,8 +71,21 @@ def check_selection(name: str, precision: str, device: str = "cpu") -> None:
     if precision not in offered:
         raise InvalidArgumentError(f"backend {name!r} on {kind} offers precision {', '.join(offered)}, not {precision!r}",
                                    "precision")
-    if not _installed(name):
-        raise InvalidArgumentError(f"the {name} backend needs {PACKAGES[name][0]}: {PACKAGES[name][1]}", "backend")
+    if missing := _missing(name, precision):
+        how = PACKAGES[(name, precision)][1]
+        raise InvalidArgumentError(f"the {name} backend ({precision}) needs {' and '.join(missing)}: {how}", "backend")
+
+
+def prepare(name: str | None, checkpoint, precision: str = "fp32", device: str = "cpu") -> list[Path]:
+    """Build every cached artifact that (name, precision) loads (exports, conversions, calibrations,
+    compiled packages), without loading them: for images that bake them in. Returns their paths;
+    already cached ones are reused as they are."""
+    name = default_backend(device) if name in (None, "auto") else name
+    check_selection(name, precision, device)
+    if name == "torch":
+        return []  # runs the checkpoint's own tensors
+    module = importlib.import_module(f"sigserve.backends.{name}")
+    return module.prepare(checkpoint, precision)
 
 
 def create_backend(name: str | None, checkpoint, precision: str = "fp32", device: str = "cpu") -> Backend:
@@ -71,6 +96,10 @@ def create_backend(name: str | None, checkpoint, precision: str = "fp32", device
         from sigserve.backends.onnx import OnnxBackend
 
         return OnnxBackend(checkpoint, precision=precision, device=device)
+    if name == "openvino":
+        from sigserve.backends.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(checkpoint, precision=precision, device=device)
     if name == "aoti":
         from sigserve.backends.aoti import AotiBackend
 

@@ -46,6 +46,10 @@ def ensure_package(checkpoint: Checkpoint) -> Path:
     return ensure(package_path(checkpoint), build, "the compiled package")
 
 
+def prepare(checkpoint: Checkpoint, precision: str) -> list[Path]:
+    return [ensure_package(checkpoint)]  # the text tower runs the checkpoint's own tensors
+
+
 def _child(path: str, source: str, model_id: str, dest: str) -> None:
     """Export model.py's vision forward (mask always given) and compile it, in a fresh interpreter."""
     import torch._inductor

@@ -74,6 +74,10 @@ def ensure_graph(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
     return ensure(dest, build, "the ONNX export")
 
 
+def prepare(checkpoint: Checkpoint, precision: str) -> list[Path]:
+    return [ensure_graph(checkpoint, tower, precision) for tower in ("vision", "text")]
+
+
 def _child(step: str, path: str, source: str, model_id: str, tower: str, src: str, dest: str, data: str) -> None:
     checkpoint = Checkpoint(Path(path), source, model_id)
     if step == "export":
@@ -149,6 +153,7 @@ def _quantize(src: Path, dest: Path, cfg) -> None:
 
 class OnnxBackend:
     name = "onnx"
+    chunks = CHUNK
 
     def __init__(self, checkpoint: Checkpoint, precision: str = "fp32", device: str = "cpu", threads: int | None = None):
         self.checkpoint, self.precision = checkpoint, precision
@@ -161,9 +166,13 @@ class OnnxBackend:
         self._text_pos = tensors["text_model.embeddings.position_embedding.weight"].numpy()
         self.logit_scale = float(tensors["logit_scale"].float().item())
         self.logit_bias = float(tensors["logit_bias"].float().item())
-        self._vision = self._session(ensure_graph(checkpoint, "vision", precision))
+        self._vision = self._load("vision")
         self._text = None  # built on first use: an image-only service never holds the text graph
         self._text_lock = threading.Lock()
+
+    def _load(self, tower: str):
+        """The runner of one tower's graph: anything with ORT's run(output names, feeds) -> arrays."""
+        return self._session(ensure_graph(self.checkpoint, tower, self.precision))
 
     def _session(self, path: Path):
         import onnxruntime as ort
@@ -186,13 +195,13 @@ class OnnxBackend:
             result = self._vision.run(outputs, feeds)
             return result[0], (result[1] if with_features else None)
 
-        return encode_in_chunks(pixel_values, attention_mask, spatial_shapes, CHUNK[self.precision],
+        return encode_in_chunks(pixel_values, attention_mask, spatial_shapes, self.chunks[self.precision],
                                 with_features, run)
 
     def encode_texts(self, input_ids):
         with self._text_lock:
             if self._text is None:
-                self._text = self._session(ensure_graph(self.checkpoint, "text", self.precision))
+                self._text = self._load("text")
         T = input_ids.shape[1]
         embeddings = (self._tokens[input_ids] + self._text_pos[:T]).astype(np.float32, copy=False)
         return self._text.run(["pooled"], {"embeddings": embeddings})[0]

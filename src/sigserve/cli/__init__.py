@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "eval",
     "heatmap",
     "keys",
+    "prepare",
     "serve",
 ]
 

@@ -1,6 +1,6 @@
 """`sigserve cache list|clear`: what sigserve keeps in its cache folder, how big it is, and removing it.
 
-Everything there can be rebuilt: dummy checkpoints, ONNX exports and compiled packages per weights
+Everything there can be rebuilt: dummy checkpoints, ONNX exports, OpenVINO models and compiled packages per weights
 fingerprint, eval embeddings, file digests. Keys, usage and collections live in the data folder, which
 this command never touches. (Hub downloads are in Hugging Face's own cache: `huggingface-cli delete-cache`.)
 """
@@ -14,7 +14,7 @@ import typer
 
 from sigserve.paths import cache_dir
 
-KINDS = ("aoti", "bench", "digests", "dummy", "eval", "onnx")  # what sigserve writes under the cache folder
+KINDS = ("aoti", "bench", "digests", "dummy", "eval", "onnx", "openvino")  # what sigserve writes under the cache folder
 cache_app = typer.Typer(help="List or clear sigserve's cache (rebuildable files only).", no_args_is_help=True)
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from lancedb.index import IvfRq
-
 INDEX_THRESHOLD = 100_000  # rows: exact search below, an ANN index from here on
 MIN_INDEX_ROWS = 5_000  # an IVF index needs enough rows to train its partitions
 ROWS_PER_PARTITION = 1536
@@ -57,6 +55,8 @@ def needs_work(table, threshold: int) -> bool:
 
 def build(table) -> None:
     """Train and write a fresh index over every row (minutes at 1M rows on 2 cores)."""
+    from lancedb.index import IvfRq  # lazily, as store.py imports lancedb
+
     rows = table.count_rows()
     partitions = max(1, rows // ROWS_PER_PARTITION)
     table.create_index("vector", config=IvfRq(distance_type=DISTANCE, num_partitions=partitions), replace=True)

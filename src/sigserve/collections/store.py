@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import lancedb
 import pyarrow as pa
 
 from sigserve import paths
@@ -87,6 +86,8 @@ class Store:
     def __init__(self, uri: str | os.PathLike | None = None, index_threshold: int | None = None):
         self.uri = str(uri) if uri is not None else default_uri()
         self.index_threshold = INDEX_THRESHOLD if index_threshold is None else index_threshold
+        import lancedb  # here, not at the top: its import costs every server start 1.2 s before /ready
+
         self.db = lancedb.connect(self.uri, read_consistency_interval=READ_CONSISTENCY)
 
     def __repr__(self) -> str:

@@ -1,0 +1,129 @@
+"""OpenVINO backend (CPU): the onnx backend's exported graphs, converted once and run by OpenVINO.
+
+fp32  the graphs of onnx.ensure_graph (model.py's forwards, exported once) converted to OpenVINO IR:
+      exact (max |diff| to the torch reference about 1e-6), dynamic in batch and patch count. The
+      inference precision is pinned to f32: on CPUs with bf16 instructions (avx512_bf16, AMX)
+      OpenVINO would otherwise compute in bf16 by default.
+int8  (opt-in) static post-training quantization by NNCF: int8 weights per output channel, int8
+      activations with ranges calibrated once on a mix of sequence lengths (64 to 1024 patches) of
+      photos shipped with the package (calibration.py), so that no length is favoured. Three settings
+      made the difference between 1-cos ~1e-2 and ~2e-4 on our measurements (docs/benchmarks.md):
+      asymmetric activations (preset MIXED: GELU outputs are one-sided), no SmoothQuant, and the
+      patch embedding and the pooling head left in fp32 (they are 2% of the work).
+
+Everything around the graphs is the onnx backend's (this class extends it): position embeddings per
+grid fed in, the token table looked up in the mapped checkpoint, chunked batches, the text tower
+loaded on first use. IR files are cached under paths.cache_dir()/openvino/<checkpoint fingerprint>/,
+converted in a child process (the converter holds the whole model in memory for a moment).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+from sigserve.artifacts import ensure, run_in_child
+from sigserve.backends.onnx import EXPORT_VERSION, OnnxBackend, ensure_graph
+from sigserve.errors import ModelLoadError
+from sigserve.paths import cache_dir
+from sigserve.weights import Checkpoint
+
+BUILD_VERSION = "v1"  # bump when the conversion or the compression changes
+KEEP_FP32 = [r".*patch_embedding.*", r".*head.*"]  # node name patterns that int8 leaves in fp32
+CHUNK = {"fp32": 4, "int8": 8}  # images per call, each chunk cut to its own longest image
+
+
+def ir_dir(checkpoint: Checkpoint) -> Path:
+    return cache_dir("openvino", checkpoint.fingerprint())
+
+
+def ir_path(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
+    """The IR's .xml (its weights: the .bin beside it). Named after the ONNX export it comes from."""
+    return ir_dir(checkpoint) / f"{tower}.{EXPORT_VERSION}-{BUILD_VERSION}.{precision}.xml"
+
+
+def ensure_ir(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
+    """The cached IR for (tower, precision), converted (and compressed) first from the fp32 ONNX graph."""
+    dest = ir_path(checkpoint, tower, precision)
+
+    def build(tmp: Path) -> None:
+        if precision == "int8" and importlib.util.find_spec("nncf") is None:
+            raise ModelLoadError("building the openvino int8 model needs nncf: pip install 'sigserve[openvino]' "
+                                 "(or build it where nncf is installed: sigserve prepare)")
+        source = ensure_graph(checkpoint, tower, "fp32")
+        run_in_child("sigserve.backends.openvino:_convert", str(checkpoint.path), checkpoint.source,
+                     checkpoint.model_id, tower, str(source), precision, str(tmp), dest.with_suffix(".bin").name,
+                     what=f"OpenVINO {'quantization' if precision == 'int8' else 'conversion'} of the {tower} tower")
+
+    return ensure(dest, build, "the OpenVINO model")
+
+
+def prepare(checkpoint: Checkpoint, precision: str) -> list[Path]:
+    return [ensure_ir(checkpoint, tower, precision) for tower in ("vision", "text")]
+
+
+def _convert(path: str, source: str, model_id: str, tower: str, graph: str, precision: str, dest: str,
+             weights_name: str) -> None:
+    """In a child interpreter: ONNX -> IR at dest (.xml), its weights moved to their final name beside it
+    at once (read_model finds them by the .xml's name; the .xml's atomic rename is the commit point)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(graph)
+    if precision == "int8":
+        model = _quantize(model, Checkpoint(Path(path), source, model_id), tower)
+    ov.save_model(model, dest, compress_to_fp16=False)  # the default would halve the fp32 weights
+    Path(dest).with_suffix(".bin").replace(Path(dest).with_name(weights_name))
+
+
+def _quantize(model, checkpoint: Checkpoint, tower: str):
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    from sigserve.backends.calibration import samples
+
+    data = samples(checkpoint, tower)
+    no_smooth_quant = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
+    return nncf.quantize(model, nncf.Dataset(data), subset_size=len(data), model_type=nncf.ModelType.TRANSFORMER,
+                         preset=nncf.QuantizationPreset.MIXED, advanced_parameters=no_smooth_quant,
+                         ignored_scope=nncf.IgnoredScope(patterns=KEEP_FP32, validate=False))
+
+
+def compile_config(threads: int) -> dict[str, str]:
+    """The CPU plugin's settings: one stream of `threads` threads (the engine calls from one worker)."""
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+              "INFERENCE_NUM_THREADS": str(threads)}
+    return config
+
+
+class CompiledTower:
+    """One compiled IR behind ORT's `run(output names, feeds)`, so OnnxBackend's code drives it. An
+    infer request runs one call at a time: the lock serialises callers from several threads."""
+
+    def __init__(self, path: Path, config: dict[str, str]):
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.lock = threading.Lock()
+
+    def run(self, outputs: list[str], feeds: dict) -> list:
+        with self.lock:
+            # share_inputs: no copy of the feeds (they outlive this synchronous call); outputs are copied.
+            result = self.request.infer(feeds, share_inputs=True)
+            return [result[self.compiled.output(name)] for name in outputs]
+
+
+class OpenVinoBackend(OnnxBackend):
+    name = "openvino"
+    chunks = CHUNK
+
+    def _load(self, tower: str) -> CompiledTower:
+        return CompiledTower(ensure_ir(self.checkpoint, tower, self.precision), compile_config(self.threads))
+
+    def describe(self) -> dict:
+        import openvino as ov
+
+        return {"backend": self.name, "precision": self.precision, "device": "cpu", "threads": self.threads,
+                "openvino": ov.__version__, "ir_dir": str(ir_dir(self.checkpoint))}
