@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with torch and sigserve (editable).
 #
-#   scripts/setup.sh [extras]           the CPU build of torch (e.g. scripts/setup.sh test,eval,batch)
+#   scripts/setup.sh [extras]           the CPU build of torch (e.g. scripts/setup.sh test,eval,batch,int8)
 #   scripts/setup.sh --cuda [extras]    the CUDA build of torch instead (several GB)
 #
 # A plain `pip install torch` resolves to the CUDA build on Linux, so the CPU build is asked for

@@ -154,10 +154,12 @@ def test_unknown_or_unsupported_selections_are_refused(tiny_checkpoint, backend,
         sigserve.load(tiny_checkpoint, backend=backend, precision=precision, device=device)
 
 
-def test_default_backend_and_the_torch_path_without_onnxruntime(tiny_checkpoint, monkeypatch, photos):
-    assert default_backend("cpu") == "onnx" and default_backend("cuda") == "torch"
-    assert sigserve.load(tiny_checkpoint).backend.name == "onnx"
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: import fails
+def test_default_backend_and_the_fallbacks_without_openvino_or_onnxruntime(tiny_checkpoint, monkeypatch, photos):
+    assert default_backend("cpu") == "openvino" and default_backend("cuda") == "torch"
+    assert sigserve.load(tiny_checkpoint).backend.name == "openvino"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: import fails
+    assert default_backend("cpu") == "onnx" and sigserve.load(tiny_checkpoint).backend.name == "onnx"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert default_backend("cpu") == "torch"
     model = sigserve.load(tiny_checkpoint)
     assert model.backend.name == "torch" and model.embed_images([photos["coffee"]]).shape == (1, 64)

@@ -20,7 +20,7 @@ def ray_cluster():
     (token auth), and Ray Data set to start only once the whole actor pool is up and to send each batch
     to the least busy actor, so that both nodes get work."""
     if importlib.util.find_spec("ray") is None:
-        pytest.skip("RAY IS NOT INSTALLED: the batch tests need the batch extra (scripts/setup.sh test,eval,batch)")
+        pytest.skip("RAY IS NOT INSTALLED: the batch tests need the batch extra (scripts/setup.sh test,eval,batch,int8)")
     cluster = LocalRayCluster(cpus_per_node=(1, 1))
     try:
         cluster.start()

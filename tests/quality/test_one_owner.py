@@ -53,7 +53,7 @@ def test_every_setting_is_a_serve_flag_with_its_choices_and_bounds():
         if "Le" in bounds:
             assert option.max == bounds["Le"].le
     backend = _option(serve, "--backend").type_descriptor.annotation
-    assert set(typing.get_args(backend)) == {"auto", "torch", "onnx", "aoti"}
+    assert set(typing.get_args(backend)) == {"auto", "torch", "onnx", "openvino", "aoti"}
     assert "int8" in typing.get_args(_option(serve, "--precision").type_descriptor.annotation)
 
 

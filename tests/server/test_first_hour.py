@@ -81,7 +81,7 @@ def test_docs_and_openapi_are_served(http):
 
 
 def test_ready_waits_for_the_warm_up_of_both_towers(server_model, tiny_checkpoint, tmp_path):
-    """/ready is 503 `warming_up` until the text tower and the common image grids ran once; /health
+    """/ready is 503 `warming_up` until the text tower and the image tower ran once; /health
     answers meanwhile; after it, the first request needs no lazy work."""
     from sigserve.server.app import create_app
     from tests.support.server import LiveServer, make_settings
@@ -104,6 +104,6 @@ def test_ready_waits_for_the_warm_up_of_both_towers(server_model, tiny_checkpoin
             time.sleep(0.05)
         assert httpx.get(server.url + "/ready").status_code == 200
         towers = {tower for tower, _ in model.batches}
-        assert towers == {"text", "image"} and len([t for t, _ in model.batches if t == "image"]) >= 3
+        assert towers == {"text", "image"}
     finally:
         server.__exit__(None, None, None)

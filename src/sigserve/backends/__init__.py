@@ -2,8 +2,8 @@
 
     torch  our model (model.py) on memory-mapped weights: fp32 everywhere, bf16/fp16 on CUDA
     onnx   ONNX Runtime on graphs exported from that model (CPU): fp32, or opt-in dynamic int8
-    openvino  OpenVINO on the same exported graphs (CPU): fp32, or opt-in int8 (NNCF post-training
-           static int8 calibrated on a mix of lengths); needs the openvino extra
+    openvino  OpenVINO on the same exported graphs (CPU default): fp32, or opt-in int8 (NNCF
+           post-training static int8 calibrated on a mix of lengths; building it needs the int8 extra)
     aoti   (opt-in) the vision encoder compiled ahead of time by AOTInductor, cached (CPU, exact fp32)
 The defaults were chosen by measurement (docs/benchmarks.md).
 """
@@ -31,15 +31,17 @@ SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
     "openvino": {"cpu": ("fp32", "int8")},
     "aoti": {"cpu": ("fp32",)},
 }
-DEFAULT_BACKEND = "onnx"  # on CPU, measured faster than torch at fp32 (docs/benchmarks.md); torch on CUDA
+# On CPU, the first of these that is installed: exact fp32 measured fastest first (docs/benchmarks.md,
+# "Speed, round 2": openvino 1.20x transformers, onnx 1.11x, in one run); torch otherwise, and on CUDA.
+CPU_DEFAULTS = ("openvino", "onnx")
 
 
 # (backend, precision) -> the packages it needs beyond torch, and how to get them
 PACKAGES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     ("onnx", "fp32"): (("onnxruntime",), "pip install onnxruntime (a sigserve dependency)"),
     ("onnx", "int8"): (("onnxruntime",), "pip install onnxruntime (a sigserve dependency)"),
-    ("openvino", "fp32"): (("openvino",), "pip install 'sigserve[openvino]'"),
-    ("openvino", "int8"): (("openvino",), "pip install 'sigserve[openvino]'"),  # + nncf to build it (openvino.py)
+    ("openvino", "fp32"): (("openvino",), "pip install openvino (a sigserve dependency)"),
+    ("openvino", "int8"): (("openvino",), "pip install openvino (a sigserve dependency)"),  # + nncf to build it
 }
 
 
@@ -50,10 +52,12 @@ def _missing(name: str, precision: str = "fp32") -> list[str]:
 
 
 def default_backend(device: str = "cpu") -> str:
-    """The measured best backend for `device`, falling back to torch when its package is missing."""
-    if not device.startswith("cpu") or _missing(DEFAULT_BACKEND):
-        return "torch"
-    return DEFAULT_BACKEND
+    """The measured best backend for `device` that is installed (torch when none is, and on CUDA)."""
+    if device.startswith("cpu"):
+        for name in CPU_DEFAULTS:
+            if not _missing(name):
+                return name
+    return "torch"
 
 
 def check_selection(name: str, precision: str, device: str = "cpu") -> None:

@@ -16,8 +16,8 @@ from importlib import resources
 import numpy as np
 
 from sigserve.backends.onnx import OnnxBackend
-from sigserve.images import open_image, pack, to_patches
-from sigserve.tokenizer import TextTokenizer
+from sigserve.images import image_to_patches, open_image, pack
+from sigserve.tokenizer import load_tokenizer
 from sigserve.weights import Checkpoint
 
 LENGTHS = (64, 256, 576, 1024)  # patches per image; 144 and 784 are measured too, never calibrated
@@ -64,13 +64,13 @@ def samples(checkpoint: Checkpoint, tower: str) -> list[dict]:
     """The feeds of `tower`'s graph for every calibration input, as serving would send them."""
     recorder = FeedRecorder(checkpoint)
     if tower == "vision":
-        patch = checkpoint.config.vision.patch_size
+        rules = checkpoint.image  # NaFlex: every length of LENGTHS; a fixed resolution: its one size
         for path in _files(".jpg"):
             image = open_image(path.read_bytes())
-            for length in LENGTHS:
-                recorder.encode_images(*pack([to_patches(image, length, patch)]))
+            for length in (LENGTHS if rules.naflex else (None,)):
+                recorder.encode_images(*pack([image_to_patches(image, rules, length)]))
     else:
-        tokenizer = TextTokenizer(checkpoint.tokenizer_file, checkpoint.config.text.max_position_embeddings)
+        tokenizer = load_tokenizer(checkpoint.path, checkpoint.config.text.max_position_embeddings)
         ids = tokenizer(calibration_texts()).ids
         for i in range(0, len(ids), TEXT_BATCH):
             recorder.encode_texts(ids[i: i + TEXT_BATCH])

@@ -49,7 +49,7 @@ def ensure_ir(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
 
     def build(tmp: Path) -> None:
         if precision == "int8" and importlib.util.find_spec("nncf") is None:
-            raise ModelLoadError("building the openvino int8 model needs nncf: pip install 'sigserve[openvino]' "
+            raise ModelLoadError("building the openvino int8 model needs nncf: pip install 'sigserve[int8]' "
                                  "(or build it where nncf is installed: sigserve prepare)")
         source = ensure_graph(checkpoint, tower, "fp32")
         run_in_child("sigserve.backends.openvino:_convert", str(checkpoint.path), checkpoint.source,

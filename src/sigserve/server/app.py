@@ -66,7 +66,7 @@ def create_app(settings: Settings, models: Given = None) -> FastAPI:
         access = await asyncio.to_thread(Access.from_settings, settings, metrics)
         app.state.access = access
         app.state.models = served = Models([serve(entry, fetcher) for entry in loaded])
-        # /ready says 200 only after every tower and the common grids ran once (lazy graph builds, the
+        # /ready says 200 only after both towers ran once through the engine (lazy graph builds, the
         # allocator's arenas): the first request then costs what the tenth does. /health answers meanwhile.
         warm_ups = [asyncio.create_task(s.serving.warm_up()) for s in served]
         try:
