@@ -193,7 +193,8 @@ def scrape(url: str) -> dict[str, float]:
     out = {}
     for name in ("sigserve_batch_size", "sigserve_batch_duration_seconds"):
         for part in ("sum", "count"):
-            m = re.search(rf'^{name}_{part}{{tower="image"}} (\S+)$', text, re.M)
+            # the labels carry the served model's name too (one model served here)
+            m = re.search(rf'^{name}_{part}{{[^}}]*tower="image"[^}}]*}} (\S+)$', text, re.M)
             out[f"{name}_{part}"] = float(m.group(1)) if m else 0.0
     return out
 
