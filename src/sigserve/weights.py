@@ -180,7 +180,7 @@ def mapped_tensors(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
 
 
 TOKEN_TABLE = "text_model.embeddings.token_embedding.weight"
-PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 4}  # int8 (onnx): quantized graphs, fp32 tables
+PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 4}  # int8: quantized graphs, fp32 tables: fp32 bounds it
 
 
 def resident_estimate(ckpt: Checkpoint, precision: str = "fp32") -> int:

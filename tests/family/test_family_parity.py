@@ -18,6 +18,7 @@ from tests.support.images import awkward_images
 
 TOL = 1e-5
 ARCHS = ["naflex", "siglip2-fixed", "siglip"]
+BACKENDS = ("torch", "onnx", "openvino")  # each against transformers (aoti: scripts/parity_report.py)
 MORE_TEXTS = ["hello </s> world", "</s>", "x<unk>y", "end </s>", "▁under ▁line", "punct!!! a,b.c", "don't STOP",
               "Ⅻ ﬁ ½ ｆｕｌｌ", "  leading and trailing  ", "ΣΑΣ", "a" * 15 + " </s>"]
 
@@ -25,7 +26,7 @@ MORE_TEXTS = ["hello </s> world", "</s>", "x<unk>y", "end </s>", "▁under ▁li
 @pytest.fixture(scope="module")
 def models(family_checkpoints):
     return {(arch, backend): sigserve.load(folder, backend=backend)
-            for arch, folder in family_checkpoints.items() for backend in ("torch", "onnx")}
+            for arch, folder in family_checkpoints.items() for backend in BACKENDS}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def items(photos):
     return ours, oracle
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_pooled_patch_features_and_probabilities(models, family_oracles, items, arch, backend):
     model, oracle = models[arch, backend], family_oracles[arch]
@@ -59,7 +60,7 @@ def test_token_ids_and_text_embeddings(models, family_oracles, arch):
     assert ours.ids.shape == (len(texts), oracle.context_length)
     assert np.array_equal(ours.ids, oracle.token_ids(texts))
     assert ours.ids[TEXTS.index("x" * 500), -1] == model.tokenizer.eos_id  # over-long: T-1 tokens + sticky EOS
-    for backend in ("torch", "onnx"):
+    for backend in BACKENDS:
         assert np.abs(models[arch, backend].embed_texts(texts, normalize=False) - oracle.text(texts)).max() <= TOL
 
 

@@ -34,6 +34,10 @@ SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
 # On CPU, the first of these that is installed: exact fp32 measured fastest first (docs/benchmarks.md,
 # "Speed, round 2": openvino 1.20x transformers, onnx 1.11x, in one run); torch otherwise, and on CUDA.
 CPU_DEFAULTS = ("openvino", "onnx")
+# Resident copies of the weights a (backend, precision) holds, for memory estimates: OpenVINO's CPU
+# plugin keeps its repacked fp32 weights beside the mapped IR (base model: +1.5 GB, onnx +0.75 GB). Its
+# int8 copies are a quarter of the size each, so the fp32 estimate of one copy stays an upper bound.
+WEIGHT_COPIES = {("openvino", "fp32"): 2}
 
 
 # (backend, precision) -> the packages it needs beyond torch, and how to get them
@@ -58,6 +62,11 @@ def default_backend(device: str = "cpu") -> str:
             if not _missing(name):
                 return name
     return "torch"
+
+
+def weight_copies(name: str | None, precision: str = "fp32", device: str = "cpu") -> int:
+    """How many resident copies of its weights `name` (None/auto: the default) holds at `precision`."""
+    return WEIGHT_COPIES.get((default_backend(device) if name in (None, "auto") else name, precision), 1)
 
 
 def check_selection(name: str, precision: str, device: str = "cpu") -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sigserve.backends import weight_copies
 from sigserve.engine import Engine, ServedModel
 from sigserve.errors import ModelLoadError
 from sigserve.memory import release_freed_heap, resident_bytes
@@ -53,6 +54,7 @@ def load_models(settings: Settings, say: Callable[[str], None] = log.info) -> li
         checkpoint = resolve_checkpoint(spec.model, spec.dummy)  # a download, if any, happens here
         before = _resident_mb()
         estimate = resident_estimate(checkpoint, spec.precision) / MB
+        estimate *= weight_copies(spec.backend, spec.precision, resolve_device(spec.device))
         if budget is not None and before is not None and before + estimate > budget:
             raise MemoryBudgetError(_over_budget(budget, loaded, f"{spec.served_name} would add about {estimate:.0f} MB "
                                                                   f"to the {before:.0f} MB resident now"))
