@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.collections_bench import CHUNK, DIM, clustered_vectors, percentiles
+from bench.collections_bench import CHUNK, DIM, ann_queries, clustered_vectors, percentiles
 
 
 def main() -> None:
@@ -49,15 +49,10 @@ def main() -> None:
     for run in range(a.passes):
         for nprobes, refine in pairs:
             ann.NPROBES, ann.REFINE_FACTOR = nprobes, refine
-            lat, recall = [], []
-            for q, expected in zip(qs, truth):
-                began = time.perf_counter()
-                hits = col.search_vectors(image_vector=q, top_k=10)
-                lat.append(time.perf_counter() - began)
-                recall.append(len({int(h.id[1:]) for h in hits} & set(expected.tolist())) / 10)
+            lat, recall = ann_queries(col, qs, truth)
             p50, p99 = percentiles(lat)
             print(f"pass {run + 1} nprobes {nprobes:3d} refine {refine:3d}: p50 {p50:5.1f} ms, p99 {p99:5.1f} ms, "
-                  f"recall@10 {np.mean(recall):.3f}", flush=True)
+                  f"recall@10 {recall:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,18 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def ann_queries(col, qs: np.ndarray, truth: np.ndarray) -> tuple[list[float], float]:
+    """Each query's latency through the collection's indexed search (top 10), and the mean recall@10
+    against `truth` (row numbers of the exact top 10; ids are "v<row>")."""
+    lat, recall = [], []
+    for q, expected in zip(qs, truth):
+        began = time.perf_counter()
+        hits = col.search_vectors(image_vector=q, top_k=10)
+        lat.append(time.perf_counter() - began)
+        recall.append(len({int(h.id[1:]) for h in hits} & set(expected.tolist())) / 10)
+    return lat, float(np.mean(recall))
+
+
 def measure(rows: int, model, workdir: Path, queries: int, flat_queries: int, http_queries: int) -> dict:
     from sigserve.collections import Collection, Store, create_collection
 
@@ -88,14 +100,8 @@ def measure(rows: int, model, workdir: Path, queries: int, flat_queries: int, ht
     out["index"] = col.optimize(index=True)
     out["build_s"] = time.perf_counter() - began
 
-    lat, recall = [], []
-    for q, expected in zip(qs, truth):
-        began = time.perf_counter()
-        hits = col.search_vectors(image_vector=q, top_k=10)
-        lat.append(time.perf_counter() - began)
-        recall.append(len({int(h.id[1:]) for h in hits} & set(expected.tolist())) / 10)
+    lat, out["recall_at_10"] = ann_queries(col, qs, truth)
     out["ann_p50_ms"], out["ann_p99_ms"] = percentiles(lat)
-    out["recall_at_10"] = float(np.mean(recall))
     out["disk_gb_per_1m"] = folder_size(Path(store.uri) / f"{name}.lance") / 1e9 * (1_000_000 / rows)
     out.update(http_latency(model, store, name, http_queries))
     return out
