@@ -1,6 +1,7 @@
 """Backends agree with the reference torch backend: ONNX fp32 to 1e-5 (padded mixed-grid batches
-included: the mask must reach attention), int8 within a stated distance; exported graphs are cached
-per checkpoint fingerprint and rebuilt when the weights change; bad selections are refused."""
+included: the mask must reach attention), int8 within a stated distance; exported graphs (onnx) and
+converted models (openvino) are cached per weights fingerprint and rebuilt when the weights change;
+the default backend and its fallbacks; bad selections are refused."""
 
 from __future__ import annotations
 
@@ -12,23 +13,17 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 import sigserve
-from sigserve.backends import check_selection, create_backend, default_backend
+from sigserve.backends import check_selection, create_backend, default_backend, prepare
+from sigserve.backends import onnx as onnx_backend
+from sigserve.backends import openvino as openvino_backend
 from sigserve.images import pack
 from sigserve.scoring import max_cosine_distance
-
-pytest.importorskip("onnxruntime")
-from sigserve.backends import onnx as onnx_backend  # noqa: E402
 
 TOL = 1e-5
 # Measured on this tiny random model: images 2.5e-4, texts 1.1e-4 (1 - cos). 4x headroom for rounding
 # differences between onnxruntime versions; a broken quantization (wrong scale, unsigned weights on
 # signed data) lands far above. Full-size figures: docs/benchmarks.md.
 INT8_MAX_COSINE_DISTANCE = 1e-3
-
-
-@pytest.fixture(scope="module")
-def torch_model(tiny_checkpoint):
-    return sigserve.load(tiny_checkpoint, backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -108,34 +103,53 @@ def test_uint8_pixels_are_normalised_exactly_where_they_enter_each_backend(torch
         normalize(pixel_values.astype(np.int32))
 
 
-def test_export_is_cached_and_rebuilt_when_weights_change(tiny_checkpoint, tmp_path, photos, monkeypatch):
+@pytest.mark.parametrize("name", ["onnx", "openvino"])
+def test_artifacts_are_cached_and_rebuilt_when_weights_change(name, tiny_checkpoint, tmp_path, photos, monkeypatch):
+    """prepare() builds a backend's files under a folder named by the weights fingerprint; a second
+    prepare and load build nothing; changed weights get a folder of their own and exact outputs."""
+    module = {"onnx": onnx_backend, "openvino": openvino_backend}[name]
+    folder_of = {"onnx": onnx_backend.export_dir, "openvino": openvino_backend.ir_dir}[name]
     folder = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
     state = load_file(folder / "model.safetensors")  # weights of its own: the fingerprint is their content
     state["logit_bias"] = state["logit_bias"] + 0.25
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    first = sigserve.load(folder, backend="onnx")
-    first_dir = onnx_backend.export_dir(first.checkpoint)
-    graphs = sorted(first_dir.glob("*.onnx"))
-    assert [g.name for g in graphs] == [f"vision.{onnx_backend.EXPORT_VERSION}.fp32.onnx"]  # text: on first use
+    first = sigserve.load(folder, backend=name)
+    paths = prepare(name, first.checkpoint, "fp32")
+    assert sorted(p.name.split(".")[0] for p in paths) == ["text", "vision"]
+    assert all(p.is_file() and p.parent == folder_of(first.checkpoint) for p in paths)
     before = first.embed_images([photos["coffee"]])
 
-    def no_export(*args, **kwargs):
-        raise AssertionError("re-exported although the cached graph is current")
+    def no_build(*args, **kwargs):
+        raise AssertionError("built again although the cached files are current")
 
-    monkeypatch.setattr(onnx_backend, "run_in_child", no_export)
-    again = sigserve.load(folder, backend="onnx")  # same weights: the cached graph is reused
+    monkeypatch.setattr(module, "run_in_child", no_build)
+    assert prepare(name, first.checkpoint, "fp32") == paths
+    again = sigserve.load(folder, backend=name)  # same weights: the cached files are reused
     assert np.array_equal(again.embed_images([photos["coffee"]]), before)
     monkeypatch.undo()
 
-    state = load_file(folder / "model.safetensors")
     state["vision_model.post_layernorm.weight"] = state["vision_model.post_layernorm.weight"] * 2 + 0.5
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    changed = sigserve.load(folder, backend="onnx")
-    assert onnx_backend.export_dir(changed.checkpoint) != first_dir
+    changed = sigserve.load(folder, backend=name)
+    assert folder_of(changed.checkpoint) != folder_of(first.checkpoint)
     reference = sigserve.load(folder, backend="torch").embed_images([photos["coffee"]], normalize=False)
-    after = changed.embed_images([photos["coffee"]], normalize=False)
-    assert np.abs(after - reference).max() <= TOL
+    assert np.abs(changed.embed_images([photos["coffee"]], normalize=False) - reference).max() <= TOL
     assert not np.allclose(changed.embed_images([photos["coffee"]]), before)
+
+
+def test_onnx_text_graph_is_exported_on_first_use(tiny_checkpoint, tmp_path):
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    state = load_file(folder / "model.safetensors")
+    state["logit_bias"] = state["logit_bias"] - 0.5  # a fingerprint no other test has exported
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    model = sigserve.load(folder, backend="onnx")
+
+    def graphs() -> list[str]:
+        return sorted(g.name for g in onnx_backend.export_dir(model.checkpoint).glob("*.onnx"))
+
+    assert graphs() == [f"vision.{onnx_backend.EXPORT_VERSION}.fp32.onnx"]  # an image-only service never builds text
+    model.embed_texts(["a"])
+    assert graphs() == sorted(f"{t}.{onnx_backend.EXPORT_VERSION}.fp32.onnx" for t in ("text", "vision"))
 
 
 @pytest.mark.parametrize("backend, precision, device, param", [

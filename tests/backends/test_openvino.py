@@ -1,25 +1,20 @@
 """The openvino backend: fp32 agrees with the torch reference to 1e-5 (padded mixed-grid batches, every
 length, texts), static int8 stays within a stated distance at lengths it was and was not calibrated at,
-IR files are cached per weights fingerprint and rebuilt when the weights change, `sigserve prepare`
-builds them ahead of time, and a missing package is a clear error."""
+`sigserve prepare` builds its files ahead of time, and a missing package is a clear error. (Its cache:
+test_backends.py, with onnx's.)"""
 
 from __future__ import annotations
 
-import shutil
 import sys
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 import sigserve
-from sigserve.backends import check_selection, prepare
+from sigserve.backends import check_selection
 from sigserve.cli import build_app
 from sigserve.scoring import max_cosine_distance
-
-pytest.importorskip("openvino")
-from sigserve.backends import openvino as ov_backend  # noqa: E402
 
 TOL = 1e-5
 # Static int8 (activation ranges fixed by calibration, unlike onnx's dynamic int8) on this tiny random
@@ -27,11 +22,6 @@ TOL = 1e-5
 # calibrated), texts 4.1e-4. 2.5x headroom; a broken calibration (ranges from one length only, zero
 # ranges) lands at 1e-1 and beyond. Full-size figures: docs/benchmarks.md.
 INT8_MAX_COSINE_DISTANCE = 8e-3
-
-
-@pytest.fixture(scope="module")
-def torch_model(tiny_checkpoint):
-    return sigserve.load(tiny_checkpoint, backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -70,34 +60,6 @@ def test_int8_is_close_at_every_length_but_not_exact(tiny_checkpoint, torch_mode
     texts = ["a photo of a cat", "a rocket", "", "ein Hund im Park"]
     assert max_cosine_distance(int8.embed_texts(texts), torch_model.embed_texts(texts)) <= INT8_MAX_COSINE_DISTANCE
     assert int8.describe()["precision"] == "int8" and "int8" in repr(int8)
-
-
-def test_ir_is_cached_and_rebuilt_when_weights_change(tiny_checkpoint, tmp_path, photos, monkeypatch):
-    folder = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
-    state = load_file(folder / "model.safetensors")  # weights of its own: the fingerprint is their content
-    state["logit_bias"] = state["logit_bias"] + 0.25
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    first = sigserve.load(folder, backend="openvino")
-    paths = prepare("openvino", first.checkpoint, "fp32")
-    assert [p.name for p in paths] == [ov_backend.ir_path(first.checkpoint, t, "fp32").name for t in ("vision", "text")]
-    assert all(p.is_file() and p.with_name(p.stem + ".bin").is_file() for p in paths)
-    before = first.embed_images([photos["coffee"]])
-
-    def no_build(*args, **kwargs):
-        raise AssertionError("converted again although the cached IR is current")
-
-    monkeypatch.setattr(ov_backend, "run_in_child", no_build)
-    assert prepare("openvino", first.checkpoint, "fp32") == paths
-    again = sigserve.load(folder, backend="openvino")
-    assert np.array_equal(again.embed_images([photos["coffee"]]), before)
-    monkeypatch.undo()
-
-    state["vision_model.post_layernorm.weight"] = state["vision_model.post_layernorm.weight"] * 2 + 0.5
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    changed = sigserve.load(folder, backend="openvino")
-    assert ov_backend.ir_dir(changed.checkpoint) != ov_backend.ir_dir(first.checkpoint)
-    reference = sigserve.load(folder, backend="torch").embed_images([photos["coffee"]], normalize=False)
-    assert np.abs(changed.embed_images([photos["coffee"]], normalize=False) - reference).max() <= TOL
 
 
 def test_prepare_command_builds_ahead_and_reports(tiny_checkpoint):
