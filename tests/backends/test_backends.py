@@ -26,9 +26,17 @@ TOL = 1e-5
 INT8_MAX_COSINE_DISTANCE = 1e-3
 
 
+EXACT = ["onnx", "openvino"]  # the exported-graph backends at fp32 (aoti: test_aoti.py)
+
+
 @pytest.fixture(scope="module")
-def onnx_model(tiny_checkpoint):
-    return sigserve.load(tiny_checkpoint, backend="onnx")
+def exact_models(tiny_checkpoint):
+    return {name: sigserve.load(tiny_checkpoint, backend=name) for name in EXACT}
+
+
+@pytest.fixture(scope="module")
+def onnx_model(exact_models):
+    return exact_models["onnx"]
 
 
 @pytest.fixture(scope="module")
@@ -37,31 +45,36 @@ def mixed_patches(torch_model, photos):
     return [torch_model.preprocess(im, None, 64) for im in photos.values()]
 
 
-def test_onnx_fp32_matches_torch_on_padded_mixed_batches(torch_model, onnx_model, mixed_patches):
+@pytest.mark.parametrize("name", EXACT)
+def test_fp32_matches_torch_on_padded_mixed_batches(name, torch_model, exact_models, mixed_patches):
+    model = exact_models[name]
     assert len({p.num_patches for p in mixed_patches}) > 2  # really mixed: several lengths, so padding
     ref_pooled, ref_grids = torch_model.encode_patches(mixed_patches, with_features=True)
-    pooled, grids = onnx_model.encode_patches(mixed_patches, with_features=True)
+    pooled, grids = model.encode_patches(mixed_patches, with_features=True)
     assert np.abs(pooled - ref_pooled).max() <= TOL
     for a, b in zip(grids, ref_grids):
         assert a.shape == b.shape and np.abs(a - b).max() <= TOL
     # Each image alone (no padding) gives the same as inside the padded batch: the mask is wired.
-    alone = np.concatenate([onnx_model.encode_patches([p])[0] for p in mixed_patches])
+    alone = np.concatenate([model.encode_patches([p])[0] for p in mixed_patches])
     assert np.abs(alone - pooled).max() <= TOL
 
 
+@pytest.mark.parametrize("name", EXACT)
 @pytest.mark.parametrize("L", [16, 256, 1024])
-def test_onnx_fp32_any_grid_and_length(torch_model, onnx_model, photos, L):
+def test_fp32_any_grid_and_length(name, torch_model, exact_models, photos, L):
     images = [photos["rocket"], photos["china"], photos["camera_gray"]]
     ref = torch_model.embed_images(images, max_num_patches=L, normalize=False)
-    assert np.abs(onnx_model.embed_images(images, max_num_patches=L, normalize=False) - ref).max() <= TOL
+    assert np.abs(exact_models[name].embed_images(images, max_num_patches=L, normalize=False) - ref).max() <= TOL
 
 
-def test_onnx_fp32_text_and_scores_match_torch(torch_model, onnx_model, photos):
+@pytest.mark.parametrize("name", EXACT)
+def test_fp32_text_and_scores_match_torch(name, torch_model, exact_models, photos):
+    model = exact_models[name]
     texts = ["a photo of a cat", "", "ΣΟΦΟΣ 日本語 " * 20]  # empty and truncated texts included
-    assert np.abs(onnx_model.embed_texts(texts, normalize=False) - torch_model.embed_texts(texts, normalize=False)).max() <= TOL
+    assert np.abs(model.embed_texts(texts, normalize=False) - torch_model.embed_texts(texts, normalize=False)).max() <= TOL
     images = [photos["coffee"], photos["astronaut"]]
-    assert np.abs(onnx_model.score(images, texts) - torch_model.score(images, texts)).max() <= TOL
-    assert onnx_model.backend.logit_bias == torch_model.backend.logit_bias
+    assert np.abs(model.score(images, texts) - torch_model.score(images, texts)).max() <= TOL
+    assert model.backend.logit_bias == torch_model.backend.logit_bias
 
 
 def test_int8_is_close_but_not_exact(tiny_checkpoint, torch_model, mixed_patches):
