@@ -23,10 +23,10 @@ def test_bench_command_compares_every_configuration(tiny_checkpoint, tmp_path):
                                               "--text-batch", "4", "--no-rss", "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    configs = {"torch:fp32", "onnx:fp32", "onnx:int8"}
+    configs = {"torch:fp32", "openvino:fp32", "onnx:fp32", "openvino:int8", "onnx:int8"}
     assert {(r["config"], r["batch"]) for r in report["vision"]} == {(c, b) for c in configs for b in (1, 2)}
     assert set(report["text"]) == configs and report["matmul_peak_gflops"] > 0
-    exact = [r for r in report["vision"] if r["config"] in ("torch:fp32", "onnx:fp32")]
+    exact = [r for r in report["vision"] if r["config"].endswith("fp32")]
     assert max(r["distance_1_minus_cos"] for r in exact) < 1e-6  # same checkpoint read by all: same answers
     assert report["baseline"] == "torch:fp32" and "vs torch:fp32" in result.output  # what it compared, named
     assert "transformers" not in result.output  # the product never claims a comparison it did not run
