@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="tiny", choices=["tiny", "full"])
     parser.add_argument("--arch", default="all", choices=[*ARCHITECTURES, "all"])
-    parser.add_argument("--backend", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx", "aoti"])
+    parser.add_argument("--backend", nargs="+", default=["torch", "openvino"], choices=["torch", "onnx", "openvino", "aoti"])
     parser.add_argument("--checkpoint", type=Path, help="an existing checkpoint folder instead of a new one")
     args = parser.parse_args()
     photos = real_photos()
