@@ -170,7 +170,10 @@ def start_server(folder: Path, port: int, extra: list[str], data_dir: str) -> su
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=sys.stderr)
 
 
-def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 600) -> None:
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 600, every: float = 0.5,
+               probe_timeout: float = 2) -> None:
+    """Poll /ready every `every` s until 200. A short `probe_timeout` times startup finely: the port is
+    bound (and accepts) long before uvicorn answers."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -178,11 +181,11 @@ def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 600) -> None:
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
         try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+            if httpx.get(url + "/ready", timeout=probe_timeout).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(every)
     raise SystemExit("server not ready in time")
 
 

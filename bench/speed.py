@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.http_bench import RESULTS, Load, body, free_port, hd_jpegs
+from bench.http_bench import RESULTS, Load, body, free_port, hd_jpegs, wait_ready
 from bench.reference import TransformersRunner
 
 EXACT = ["onnx:fp32", "openvino:fp32", "aoti:fp32"]
@@ -148,20 +148,10 @@ def startup(folder: Path, spec: str, jpegs: list[bytes], data_dir: str, requests
     t0 = time.monotonic()
     proc = subprocess.Popen(sigserve_cmd("serve", "--model", str(folder), "--backend", name, "--precision", precision,
                                          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                                         "--data-dir", data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                         "--data-dir", data_dir), stdout=subprocess.DEVNULL)  # stderr: ours
     try:
-        ready = None
-        while time.monotonic() - t0 < 600 and proc.poll() is None:
-            try:
-                # a short timeout: the port is bound (and accepts) long before uvicorn answers
-                if httpx.get(url + "/ready", timeout=0.25).status_code == 200:
-                    ready = time.monotonic() - t0
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        if ready is None:
-            raise RuntimeError(f"{spec}: server not ready: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        wait_ready(proc, url, every=0.05, probe_timeout=0.25)
+        ready = time.monotonic() - t0
         latencies = []
         with httpx.Client(base_url=url, timeout=300) as client:
             for i in range(requests):

@@ -40,33 +40,33 @@ CPU_DEFAULTS = ("openvino", "onnx")
 WEIGHT_COPIES = {("openvino", "fp32"): 2}
 
 
-# (backend, precision) -> the packages it needs beyond torch, and how to get them
-PACKAGES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    ("onnx", "fp32"): (("onnxruntime",), "pip install onnxruntime (a sigserve dependency)"),
-    ("onnx", "int8"): (("onnxruntime",), "pip install onnxruntime (a sigserve dependency)"),
-    ("openvino", "fp32"): (("openvino",), "pip install openvino (a sigserve dependency)"),
-    ("openvino", "int8"): (("openvino",), "pip install openvino (a sigserve dependency)"),  # + nncf to build it
-}
+# backend -> the package it needs beyond torch, and how to get it (building openvino's int8 model also
+# needs nncf: openvino.py says so when it is missing, as serving a built one does not)
+PACKAGES = {"onnx": ("onnxruntime", "pip install onnxruntime (a sigserve dependency)"),
+            "openvino": ("openvino", "pip install openvino (a sigserve dependency)")}
 
 
-def _missing(name: str, precision: str = "fp32") -> list[str]:
-    """The packages that (name, precision) needs and this environment lacks."""
-    needed, _ = PACKAGES.get((name, precision), ((), ""))
-    return [p for p in needed if importlib.util.find_spec(p) is None]
+def _installed(name: str) -> bool:
+    return name not in PACKAGES or importlib.util.find_spec(PACKAGES[name][0]) is not None
 
 
 def default_backend(device: str = "cpu") -> str:
     """The measured best backend for `device` that is installed (torch when none is, and on CUDA)."""
     if device.startswith("cpu"):
         for name in CPU_DEFAULTS:
-            if not _missing(name):
+            if _installed(name):
                 return name
     return "torch"
 
 
+def resolve_backend(name: str | None, device: str = "cpu") -> str:
+    """`name`, or for None / "auto" the measured default for `device`."""
+    return default_backend(device) if name in (None, "auto") else name
+
+
 def weight_copies(name: str | None, precision: str = "fp32", device: str = "cpu") -> int:
     """How many resident copies of its weights `name` (None/auto: the default) holds at `precision`."""
-    return WEIGHT_COPIES.get((default_backend(device) if name in (None, "auto") else name, precision), 1)
+    return WEIGHT_COPIES.get((resolve_backend(name, device), precision), 1)
 
 
 def check_selection(name: str, precision: str, device: str = "cpu") -> None:
@@ -84,16 +84,15 @@ def check_selection(name: str, precision: str, device: str = "cpu") -> None:
     if precision not in offered:
         raise InvalidArgumentError(f"backend {name!r} on {kind} offers precision {', '.join(offered)}, not {precision!r}",
                                    "precision")
-    if missing := _missing(name, precision):
-        how = PACKAGES[(name, precision)][1]
-        raise InvalidArgumentError(f"the {name} backend ({precision}) needs {' and '.join(missing)}: {how}", "backend")
+    if not _installed(name):
+        raise InvalidArgumentError(f"the {name} backend needs {PACKAGES[name][0]}: {PACKAGES[name][1]}", "backend")
 
 
 def prepare(name: str | None, checkpoint, precision: str = "fp32", device: str = "cpu") -> list[Path]:
     """Build every cached artifact that (name, precision) loads (exports, conversions, calibrations,
     compiled packages), without loading them: for images that bake them in. Returns their paths;
     already cached ones are reused as they are."""
-    name = default_backend(device) if name in (None, "auto") else name
+    name = resolve_backend(name, device)
     check_selection(name, precision, device)
     if name == "torch":
         return []  # runs the checkpoint's own tensors
@@ -103,7 +102,7 @@ def prepare(name: str | None, checkpoint, precision: str = "fp32", device: str =
 
 def create_backend(name: str | None, checkpoint, precision: str = "fp32", device: str = "cpu") -> Backend:
     """Instantiate the backend `name` (None: the measured default for `device`) for a resolved checkpoint."""
-    name = default_backend(device) if name in (None, "auto") else name
+    name = resolve_backend(name, device)
     check_selection(name, precision, device)
     if name == "onnx":
         from sigserve.backends.onnx import OnnxBackend

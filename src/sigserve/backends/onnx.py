@@ -153,7 +153,6 @@ def _quantize(src: Path, dest: Path, cfg) -> None:
 
 class OnnxBackend:
     name = "onnx"
-    chunks = CHUNK
 
     def __init__(self, checkpoint: Checkpoint, precision: str = "fp32", device: str = "cpu", threads: int | None = None):
         self.checkpoint, self.precision = checkpoint, precision
@@ -195,7 +194,7 @@ class OnnxBackend:
             result = self._vision.run(outputs, feeds)
             return result[0], (result[1] if with_features else None)
 
-        return encode_in_chunks(pixel_values, attention_mask, spatial_shapes, self.chunks[self.precision],
+        return encode_in_chunks(pixel_values, attention_mask, spatial_shapes, CHUNK[self.precision],
                                 with_features, run)
 
     def encode_texts(self, input_ids):

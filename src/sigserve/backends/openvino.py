@@ -31,7 +31,6 @@ from sigserve.weights import Checkpoint
 
 BUILD_VERSION = "v1"  # bump when the conversion or the compression changes
 KEEP_FP32 = [r".*patch_embedding.*", r".*head.*"]  # node name patterns that int8 leaves in fp32
-CHUNK = {"fp32": 4, "int8": 8}  # images per call, each chunk cut to its own longest image
 
 
 def ir_dir(checkpoint: Checkpoint) -> Path:
@@ -117,7 +116,6 @@ class CompiledTower:
 
 class OpenVinoBackend(OnnxBackend):
     name = "openvino"
-    chunks = CHUNK
 
     def _load(self, tower: str) -> CompiledTower:
         return CompiledTower(ensure_ir(self.checkpoint, tower, self.precision), compile_config(self.threads))

@@ -33,7 +33,7 @@ def prepare(
     started = time.perf_counter()
     try:
         checkpoint = dummy_checkpoint(model) if load_format == "dummy" else resolve(model)
-        name = backends.default_backend() if backend == "auto" else backend
+        name = backends.resolve_backend(backend)
         typer.echo(f"preparing {checkpoint.model_id} ({checkpoint.fingerprint()}) for {name}/{precision} in {cache_dir()}",
                    err=True)
         paths = backends.prepare(name, checkpoint, precision)
