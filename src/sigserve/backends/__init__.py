@@ -3,7 +3,8 @@
     torch  our model (model.py) on memory-mapped weights: fp32 everywhere, bf16/fp16 on CUDA
     onnx   ONNX Runtime on graphs exported from that model (CPU): fp32, or opt-in dynamic int8
     openvino  OpenVINO on the same exported graphs (CPU default): fp32, or opt-in int8 (NNCF
-           post-training static int8 calibrated on a mix of lengths; building it needs the int8 extra)
+           post-training static int8 calibrated on a mix of lengths; building it needs the int8 extra),
+           or opt-in bf16 on CPUs with bf16 instructions
     aoti   (opt-in) the vision encoder compiled ahead of time by AOTInductor, cached (CPU, exact fp32)
 The defaults were chosen by measurement (docs/benchmarks.md).
 """
@@ -28,7 +29,7 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
     "torch": {"cpu": ("fp32",), "cuda": ("fp32", "bf16", "fp16")},
     "onnx": {"cpu": ("fp32", "int8")},
-    "openvino": {"cpu": ("fp32", "int8")},
+    "openvino": {"cpu": ("fp32", "bf16", "int8")},
     "aoti": {"cpu": ("fp32",)},
 }
 # On CPU, the first of these that is installed: exact fp32 measured fastest first (docs/benchmarks.md,
@@ -37,7 +38,8 @@ CPU_DEFAULTS = ("openvino", "onnx")
 # Resident copies of the weights a (backend, precision) holds, for memory estimates: OpenVINO's CPU
 # plugin keeps its repacked fp32 weights beside the mapped IR (base model: +1.5 GB, onnx +0.75 GB). Its
 # int8 copies are a quarter of the size each, so the fp32 estimate of one copy stays an upper bound.
-WEIGHT_COPIES = {("openvino", "fp32"): 2}
+# bf16 runs the mapped fp32 IR: measured +1.50 GB for the base model, two copies at bf16's 2 bytes.
+WEIGHT_COPIES = {("openvino", "fp32"): 2, ("openvino", "bf16"): 2}
 
 
 # backend -> the package it needs beyond torch, and how to get it (building openvino's int8 model also

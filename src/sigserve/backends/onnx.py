@@ -37,7 +37,8 @@ from sigserve.weights import Checkpoint, build_model, mapped_tensors
 
 EXPORT_VERSION = "v4"  # bump when the exported graphs change shape or meaning
 OPSET = 17  # LayerNormalization as one op
-CHUNK = {"fp32": 4, "int8": 8}  # images per ORT call, measured on the project's 2-core CPUs
+# Images per call, measured on the project's 2-core CPUs (bench/chunk_study.py; openvino's bf16 too).
+CHUNK = {"fp32": 4, "bf16": 4, "int8": 8}
 
 
 class TextPool(nn.Module):

@@ -83,7 +83,8 @@ class Settings(BaseSettings):
     backend: BackendChoice = Field(
         "auto", description="Inference backend; auto: the measured fastest exact one for the device.")
     precision: Precision = Field(
-        "fp32", description="fp32 is exact; int8 (openvino, onnx) and bf16/fp16 (torch on CUDA) are opt-in approximations.")
+        "fp32", description="fp32 is exact; int8 (openvino, onnx), bf16 (openvino on CPUs with bf16 instructions; "
+                            "torch on CUDA) and fp16 (torch on CUDA) are opt-in approximations.")
     device: str = Field("auto", description="cpu, cuda, cuda:N, or auto (cuda when torch sees a GPU).")
     jpeg_draft: bool = Field(False, description="Decode large JPEGs at a reduced DCT scale: faster, not bit-exact.")
 
