@@ -1,9 +1,10 @@
 """Where the openvino backend's vision time goes (a benchmark, never a test): OpenVINO's per-node
 performance counters, summed by node type and kernel, for the cached fp32 and int8 IR of the full-size
-random checkpoint at B images x N patches; and the achieved rate of the linear layers (FullyConnected:
-the q/k/v/out projections and the MLP, 12 layers), in GOP/s, against the fp32 one.
+random checkpoint at B images x N patches, compiled as the backend serves each precision; and the
+achieved rate of the encoder's linear layers (FullyConnected: q/k/v/out projections and the MLP), in
+GOP/s, against fp32's.
 
-    python -m bench.openvino_profile --batch 8 --patches 256 1024
+    python -m bench.openvino_profile --batch 8 --patches 256 1024 --precisions fp32 bf16 int8
 
 The IR must have been built (`sigserve prepare --model <folder> --precision int8`, and the default)."""
 
@@ -16,7 +17,7 @@ import time
 import numpy as np
 
 
-def profile(path: str, threads: int, B: int, N: int, d: int, rounds: int = 3) -> tuple[float, dict, float]:
+def profile(path: str, precision: str, threads: int, B: int, N: int, d: int, rounds: int = 3) -> tuple[float, dict, float]:
     """Over `rounds` timed calls, the fastest: (its wall seconds, {(node type, kernel): seconds}, seconds
     in the encoder's linear layers: FullyConnected nodes named /encoder/...)."""
     import openvino as ov
@@ -24,7 +25,7 @@ def profile(path: str, threads: int, B: int, N: int, d: int, rounds: int = 3) ->
     from sigserve.backends.openvino import compile_config
 
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(path), "CPU", {**compile_config(threads), "PERF_COUNT": "YES"})
+    compiled = core.compile_model(core.read_model(path), "CPU", {**compile_config(threads, precision), "PERF_COUNT": "YES"})
     request = compiled.create_infer_request()
     rng = np.random.default_rng(0)
     feeds = {"pixel_values": rng.random((B, N, d), np.float32), "positions": 0.02 * rng.standard_normal((B, N, d), np.float32),
@@ -50,6 +51,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patches", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"],
+                    help="as served (int8's unquantized layers in bf16 where the CPU has it; bf16 needs it)")
     ap.add_argument("--top", type=int, default=8, help="node types listed per run")
     a = ap.parse_args()
 
@@ -66,9 +69,9 @@ def main() -> None:
         tokens = a.batch * N
         linear_gop = 2 * tokens * layers * (4 * d * d + 2 * d * mlp) / 1e9  # the encoder's FullyConnected work
         rates = {}
-        for precision in ("fp32", "int8"):
-            wall, nodes, fc = profile(str(ensure_ir(checkpoint, "vision", precision)), torch.get_num_threads(),
-                                      a.batch, N, d)
+        for precision in a.precisions:
+            wall, nodes, fc = profile(str(ensure_ir(checkpoint, "vision", precision)), precision,
+                                      torch.get_num_threads(), a.batch, N, d)
             total = sum(nodes.values())
             rates[precision] = linear_gop / fc
             print(f"\n{precision} B{a.batch} N{N}: one call {1000 * wall:.0f} ms ({a.batch / wall:.2f} img/s); "
@@ -76,7 +79,8 @@ def main() -> None:
                   f"{rates[precision]:.0f} GOP/s")
             for (kind, kernel), s in nodes.most_common(a.top):
                 print(f"  {1000 * s:7.1f} ms {100 * s / total:5.1f}%  {kind:30s} {kernel}")
-        print(f"N{N}: int8 linear layers at {rates['int8'] / rates['fp32']:.2f}x the fp32 rate")
+        print(f"N{N}: linear layers at " + ", ".join(f"{rates[p] / rates['fp32']:.2f}x ({p})" for p in rates)
+              + " the fp32 rate")
 
 
 if __name__ == "__main__":
