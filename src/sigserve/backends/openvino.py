@@ -24,6 +24,7 @@ converted in a child process (the converter holds the whole model in memory for 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import threading
 from pathlib import Path
@@ -36,6 +37,7 @@ from sigserve.weights import Checkpoint
 
 BUILD_VERSION = "v1"  # bump when the conversion or the compression changes
 KEEP_FP32 = [r".*patch_embedding.*", r".*head.*"]  # node name patterns that int8 leaves in fp32
+IR_OF = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}  # precision -> the IR it runs (bf16: fp32's)
 
 
 def ir_dir(checkpoint: Checkpoint) -> Path:
@@ -43,16 +45,13 @@ def ir_dir(checkpoint: Checkpoint) -> Path:
 
 
 def ir_path(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
-    """The IR's .xml (its weights: the .bin beside it). Named after the ONNX export it comes from; bf16
-    runs the fp32 IR."""
-    built = "int8" if precision == "int8" else "fp32"
-    return ir_dir(checkpoint) / f"{tower}.{EXPORT_VERSION}-{BUILD_VERSION}.{built}.xml"
+    """The IR's .xml (its weights: the .bin beside it). Named after the ONNX export it comes from."""
+    return ir_dir(checkpoint) / f"{tower}.{EXPORT_VERSION}-{BUILD_VERSION}.{IR_OF[precision]}.xml"
 
 
 def ensure_ir(checkpoint: Checkpoint, tower: str, precision: str) -> Path:
     """The cached IR for (tower, precision), converted (and compressed) first from the fp32 ONNX graph."""
-    dest = ir_path(checkpoint, tower, precision)
-    precision = "int8" if precision == "int8" else "fp32"
+    dest, precision = ir_path(checkpoint, tower, precision), IR_OF[precision]
 
     def build(tmp: Path) -> None:
         if precision == "int8" and importlib.util.find_spec("nncf") is None:
@@ -96,6 +95,7 @@ def _quantize(model, checkpoint: Checkpoint, tower: str):
                          ignored_scope=nncf.IgnoredScope(patterns=KEEP_FP32, validate=False))
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     import openvino as ov
 
