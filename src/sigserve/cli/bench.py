@@ -180,8 +180,8 @@ def bench(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Checkpoint folder; without one, the base "
                               "architecture with random weights (a dummy checkpoint)."),
     configs: str = typer.Option(DEFAULT_CONFIGS, "--configs", help="Comma list of backend:precision (torch:fp32, "
-                                "openvino:fp32, openvino:int8, onnx:fp32, onnx:int8, aoti:fp32); the first is the "
-                                "baseline of the ratios."),
+                                "openvino:fp32, openvino:int8, onnx:fp32, onnx:int8, aoti:fp32; openvino:bf16 on CPUs "
+                                "with bf16 instructions); the first is the baseline of the ratios."),
     batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Comma list of vision batch sizes."),
     max_num_patches: Optional[int] = typer.Option(None, "--max-num-patches", help="Patches per image (a square grid; "
                                                   f"default {DEFAULT_MAX_NUM_PATCHES}; a fixed-resolution model runs at "
