@@ -6,7 +6,7 @@ GOP/s, against fp32's.
 
     python -m bench.openvino_profile --batch 8 --patches 256 1024 --precisions fp32 bf16 int8
 
-The IR must have been built (`sigserve prepare --model <folder> --precision int8`, and the default)."""
+An IR not yet cached is built first (int8's needs the `int8` extra: NNCF)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def main() -> None:
     import torch
 
     from bench.bench import full_checkpoint
+    from bench.speed import linear_flop
     from sigserve.backends.openvino import ensure_ir
     from sigserve.pipeline import resolve_checkpoint
 
@@ -66,8 +67,7 @@ def main() -> None:
     cfg = checkpoint.config.vision
     d, mlp, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     for N in a.patches:
-        tokens = a.batch * N
-        linear_gop = 2 * tokens * layers * (4 * d * d + 2 * d * mlp) / 1e9  # the encoder's FullyConnected work
+        linear_gop = layers * linear_flop(a.batch * N, d, mlp) / 1e9  # the encoder's FullyConnected work
         rates = {}
         for precision in a.precisions:
             wall, nodes, fc = profile(str(ensure_ir(checkpoint, "vision", precision)), precision,

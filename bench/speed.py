@@ -45,9 +45,14 @@ READY_S = 5.0  # goal: ready within this from cached artifacts
 FIRST_VS_TENTH = 1.2  # "the first request no slower than the tenth", with this much room for timing noise
 
 
+def linear_flop(rows: int, d: int, mlp: int) -> int:
+    """Multiply-adds x2 of one encoder layer's linear layers (q, k, v, out; MLP up and down) on `rows` tokens."""
+    return 2 * rows * (4 * d * d + 2 * d * mlp)
+
+
 def text_gflop(tokens: int, d: int, mlp: int, layers: int) -> float:
     """Multiply-adds x2 of the text tower for one text: projections, MLP, attention, head."""
-    return (layers * (8 * tokens * d * d + 4 * tokens * d * mlp + 4 * tokens * tokens * d) + 2 * d * d) / 1e9
+    return (layers * (linear_flop(tokens, d, mlp) + 4 * tokens * tokens * d) + 2 * d * d) / 1e9
 
 
 class GemmProbe:
@@ -60,7 +65,7 @@ class GemmProbe:
         self.x, self.h = torch.randn(rows, d, generator=g), torch.randn(rows, mlp, generator=g)
         self.w, self.up, self.down = (torch.randn(d, d, generator=g), torch.randn(d, mlp, generator=g),
                                       torch.randn(mlp, d, generator=g))
-        self.flop = 2 * rows * (4 * d * d + 2 * d * mlp)
+        self.flop = linear_flop(rows, d, mlp)
         self.samples: list[float] = []
 
     def sample(self) -> None:
@@ -129,12 +134,6 @@ def cosine_study(exact, approx: dict, photos: list, texts: list[str], say) -> di
         out[k]["text"] = float((ref * p.embed_texts(texts)).sum(1).min())
         say(f"{k}: min cosine to exact " + ", ".join(f"{n} {c:.5f}" for n, c in out[k].items()))
     return out
-
-
-def openvino_bf16() -> bool:
-    from sigserve.backends.openvino import cpu_has_bf16
-
-    return cpu_has_bf16()
 
 
 # -- the server -----------------------------------------------------------------------------------
@@ -252,6 +251,7 @@ def main() -> None:
 
     import sigserve
     from sigserve import backends
+    from sigserve.backends.openvino import cpu_has_bf16
     from sigserve.cli.bench import vision_gflop
     from sigserve.weights import resolve
     from tests.support.oracle import real_photos
@@ -271,7 +271,7 @@ def main() -> None:
 
         folder = full_checkpoint()
     configs = [c for c in a.configs.split(",") if c]
-    if "openvino:bf16" in configs and not openvino_bf16():
+    if "openvino:bf16" in configs and not cpu_has_bf16():
         configs.remove("openvino:bf16")
         say("# openvino:bf16 left out: this CPU has no bf16 instructions")
     default = backends.default_backend() + ":fp32"
